@@ -45,6 +45,19 @@ def test_smoke_has_the_install_cell_and_papermill_still_finds_its_parameters(tmp
     assert ensure_install_cell(p) is False and p.read_bytes() == task_notebook('smoke').read_bytes()   # already up to date
     assert set(pm.inspect_notebook(str(p))) >= {'data_dir', 'fold', 'n_folds', 'seed', 'device', 'out_dir'}
 
+@pytest.mark.parametrize('name', sorted(p.stem for p in tasks_dir().glob('*.ipynb') if not p.stem.startswith('_')))
+def test_every_pipeline_notebook_starts_with_the_install_cell(name):
+    "Kaggle/Colab: each notebook in nbs/tasks installs recsys_nb first (apply `ensure_install_cell` to a new one)"
+    nb = nbformat.read(tasks_dir()/f'{name}.ipynb', as_version=4)
+    codes = [c for c in nb.cells if c.cell_type == 'code']
+    assert codes[0].source == INSTALL_CELL, f'nbs/tasks/{name}.ipynb: run recsys_nb.nbtools.ensure_install_cell on it'
+    assert sum('parameters' in c.metadata.get('tags', []) for c in codes) == 1
+
+def test_install_cell_points_at_this_repository():
+    import configparser
+    cfg = configparser.ConfigParser(); cfg.read(ROOT/'settings.ini')
+    assert f'git+{cfg["DEFAULT"]["git_url"]}"' in INSTALL_CELL
+
 def test_install_cell_installs_only_when_missing(tmp_path, wheel):
     venv = isolated_venv(tmp_path/'venv')
     cell = tmp_path/'cell.py'; cell.write_text(INSTALL_CELL + '\nimport recsys_nb; print("OK", recsys_nb.__file__)\n')
