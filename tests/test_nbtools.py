@@ -146,6 +146,7 @@ def test_report_renders_every_task_with_runs(tmp_path):
     pngs = re.findall(r'<img[^>]+src="data:image/png;base64,', html)
     assert len(pngs) == 2 + (res.run_dir/'summary.png').exists(), len(pngs)
     assert not re.search(r'<script[^>]+src=', html) and 'cdnjs' not in html         # self-contained
+    assert 'jp-OutputArea-output" data-mime-type="application/vnd.jupyter.stderr' not in html  # no progress bars, warnings
 
 def test_report_cli_errors(tmp_path, capsys):
     assert main(['report', '--runs', str(tmp_path/'none')]) == 2
