@@ -204,6 +204,7 @@ def test_full_ranking_matches_ranx(ranx):
     targets = [np.setdiff1d(rng.choice(m, int(rng.integers(0, 8)), replace=False), e) for e in exclude]
     ks = [1, 3, 5, 10, 20]
     ours = full_ranking_report(top, targets, ks=ks)
+    assert full_ranking_report(scores, targets, ks=ks, exclude=exclude) == ours      # the score-matrix route
     keep = [u for u in range(n) if len(targets[u])]
     assert ours['n_queries'] == len(keep)
     qrels = ranx.Qrels({f'u{u}': {f'i{i}': 1 for i in targets[u]} for u in keep})
@@ -256,7 +257,8 @@ def test_full_ranking_bad_input():
     top = np.array([[0, 1], [2, 3]])
     with pytest.raises(ValueError, match='length mismatch'): full_ranking_report(top, [[1]], ks=[1])
     with pytest.raises(ValueError, match='no query/user has a relevant item'): full_ranking_report(top, [[], []], ks=[1])
-    with pytest.raises(TypeError, match='integers'): full_ranking_report(top.astype(float), [[1], [2]], ks=[1])
+    with pytest.raises(TypeError, match='integers'): full_ranking_report(top.astype(str), [[1], [2]], ks=[1])
+    with pytest.raises(ValueError, match='exclude applies'): full_ranking_report(top, [[1], [2]], ks=[1], exclude=[[0], [1]])
     with pytest.raises(ValueError, match='NaN'): topk_items(np.array([[0.1, np.nan]]), 1)
     with pytest.raises(ValueError, match='out of range'): topk_items(np.zeros((1, 3)), 1, exclude=[[3]])
 
