@@ -185,6 +185,8 @@ def test_pfound_bad_input():
 def test_pfound_mixed_id_types_are_aligned():
     qrels = {'query_id': ['1'], 'doc_id': ['5'], 'relevance': [1]}
     assert pfound({'query_id': [1, 1], 'doc_id': [4, 5], 'score': [0.9, 0.1]}, qrels) == pytest.approx(0.5 * 0.15)
+    qi32 = pl.DataFrame({'query_id': [1], 'doc_id': [5], 'relevance': [1]}, schema_overrides={'query_id': pl.Int32, 'doc_id': pl.UInt16})
+    assert pfound(pl.DataFrame({'query_id': [1, 1], 'doc_id': [4, 5], 'score': [0.9, 0.1]}), qi32) == pytest.approx(0.5 * 0.15)
 
 
 # ------------------------------------------------------------------ ranking metrics vs ranx
