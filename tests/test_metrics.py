@@ -321,6 +321,7 @@ def rand_seqs(rng, n):
     return [[TAGS[i] for i in rng.integers(0, len(TAGS), int(rng.integers(1, 16)))] for _ in range(n)]
 
 
+@pytest.mark.filterwarnings('ignore::RuntimeWarning')   # seqeval averages empty per-type arrays
 def test_spans_match_seqeval_strict_iob2():
     from seqeval.scheme import Entities, IOB2
     from seqeval.metrics import classification_report
