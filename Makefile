@@ -32,3 +32,7 @@ readme:           ## README.md from nbs/index.ipynb
 
 lab:              ## JupyterLab on the project
 	recsys-nb lab
+
+browser-deps:     ## Debian chromium + chromedriver for the JupyterLab browser tests (tests/test_browser.py)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
