@@ -124,7 +124,7 @@ def test_scores_and_gazetteer():
 def test_runner_folds_then_ensemble(tmp_path, tiny, syn):
     from recsys_nb.runner import run_task
     out = tmp_path/'outputs'
-    p = {'model_name': str(tiny), 'data_dir': str(syn), 'epochs': 2, 'lr': 0.01, 'max_length': 24, 'stride': 6, 'device': 'cpu'}
+    p = {'model_name': str(tiny), 'data_dir': str(syn), 'epochs': 2, 'lr': 0.01, 'max_length': 24, 'stride': 6, 'device': 'cpu', 'num_threads': 1}
     res = run_task('ner', folds=[0, 1], params=p, out=out)
     assert res.ok, res.errors
     for f in (0, 1):
@@ -136,7 +136,7 @@ def test_runner_folds_then_ensemble(tmp_path, tiny, syn):
         for png in ('per_type_f1.png', 'confusion.png', 'learning_curves.png'): assert (d/png).stat().st_size > 1000
         assert (d/'model'/'model.safetensors').exists() and (d/'test_entities.txt').exists()
     # the fold ensemble, as a pipeline run and as a command
-    ens = run_task('ner', params={'ensemble_from': str(res.run_dir), 'data_dir': str(syn), 'device': 'cpu'}, out=out)
+    ens = run_task('ner', params={'ensemble_from': str(res.run_dir), 'data_dir': str(syn), 'device': 'cpu', 'num_threads': 1}, out=out)
     assert ens.ok, ens.errors
     d = ens.run_dir/'fold_0'
     tags, tokens = ner.read_texts(d/'test_entities.txt'), ner.read_texts(syn/'test_texts.txt')
