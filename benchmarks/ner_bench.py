@@ -19,12 +19,13 @@ def trainer_throughput(model, tok, windows, a, dev):
     "Train with a plain Trainer like the seed's; returns (seconds, windows/s)"
     import torch
     from transformers import Trainer, TrainingArguments, DataCollatorForTokenClassification
+    # transformers 5: a float warmup_steps < 1 is the warmup ratio (the seed's warmup_ratio=0.1)
     ds = [{'input_ids': w.input_ids, 'attention_mask': [1] * len(w.input_ids), 'labels': w.labels} for w in windows]
     on_gpu = dev.type == 'cuda'
     bf16 = on_gpu and torch.cuda.is_bf16_supported()
     args = TrainingArguments(output_dir=str(Path(a.tmp)/'trainer'), learning_rate=a.lr, num_train_epochs=a.epochs,
                              per_device_train_batch_size=a.batch_size, gradient_accumulation_steps=a.grad_accum,
-                             lr_scheduler_type='linear', warmup_ratio=0.1, weight_decay=0.01, bf16=bf16, fp16=on_gpu and not bf16,
+                             lr_scheduler_type='linear', warmup_steps=0.1, weight_decay=0.01, bf16=bf16, fp16=on_gpu and not bf16,
                              report_to='none', save_strategy='no', eval_strategy='no', logging_strategy='no',
                              use_cpu=not on_gpu, dataloader_num_workers=0, seed=a.seed, disable_tqdm=True)
     tr = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForTokenClassification(tok, pad_to_multiple_of=16))
@@ -65,7 +66,7 @@ def main(argv=None):
     res = {'device': str(dev), 'device_name': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine(),
            'torch_threads': torch.get_num_threads(), 'model': a.model or 'all-MiniLM-L6-v2', 'sentences': len(tr_tok), 'subtokens': n_sub,
            'epochs': a.epochs, 'batch_size': a.batch_size, 'grad_accum': a.grad_accum, 'max_length': a.max_length,
-           'torch': torch.__version__}
+           'torch': torch.__version__, 'load_average_at_start': [round(x, 2) for x in os.getloadavg()], 'cpu_count': os.cpu_count()}
     import transformers; res['transformers'] = transformers.__version__
     runs = {}
     for name in ('hf_trainer_seed_setup', 'recsys_nb_loop', 'hf_trainer_seed_setup_2', 'recsys_nb_loop_2'):
@@ -87,7 +88,8 @@ def main(argv=None):
     res['runs'] = runs
     res['speedup_best_of_2'] = round(best('recsys_nb_loop') / best('hf_trainer_seed_setup'), 3)
     res['notes'] = ('each set-up ran twice (interleaved) on a CPU shared with other jobs; speedup compares the better run of each. '
-                    'Our loop sorts windows by length inside chunks (little padding); the seed-like Trainer pads random batches.')
+                    'Our loop sorts windows by length inside chunks (little padding); the seed-like Trainer pads random batches. '
+                    'train_loss is each loop\'s own report (Trainer 5.x sums its loss over the accumulation steps), not a quality measure.')
     if dev.type != 'cuda':
         res['gpu'] = 'not measured: no GPU this session'
         res['gpu_4fold_cv_minilm'] = 'not measured: no GPU this session (command: recsys-nb run ner --folds 0,1,2,3 --device cuda -p epochs 10 -p max_length 256)'
