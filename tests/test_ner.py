@@ -135,14 +135,14 @@ def test_runner_folds_then_ensemble(tmp_path, tiny, syn):
         assert load_json(d/'eval_result.json')['eval_f1'] == m['models']['ner']['token_f1']
         for png in ('per_type_f1.png', 'confusion.png', 'learning_curves.png'): assert (d/png).stat().st_size > 1000
         assert (d/'model'/'model.safetensors').exists() and (d/'test_entities.txt').exists()
-    # the fold ensemble, as a pipeline run and as a command
-    ens = run_task('ner', params={'ensemble_from': str(res.run_dir), 'data_dir': str(syn), 'device': 'cpu', 'num_threads': 1}, out=out)
+    # the fold ensemble, as a pipeline run ('latest' already points at the new run when it starts) and as a command
+    ens = run_task('ner', params={'ensemble_from': 'latest', 'data_dir': str(syn), 'device': 'cpu', 'num_threads': 1}, out=out)
     assert ens.ok, ens.errors
     d = ens.run_dir/'fold_0'
     tags, tokens = ner.read_texts(d/'test_entities.txt'), ner.read_texts(syn/'test_texts.txt')
     assert [len(t) for t in tags] == [len(s) for s in tokens]
     m = load_json(d/'metrics.json')
-    assert m['n_fold_models'] == 2 and 'ner_cv_mean' in m['models'] and 'gazetteer_cv_mean' in m['models']
+    assert m['n_fold_models'] == 2 and m['ensemble_from'] == str(res.run_dir.resolve()) and 'ner_cv_mean' in m['models'] and 'gazetteer_cv_mean' in m['models']
     mean = np.mean([load_json(res.run_dir/f'fold_{f}'/'metrics.json')['models']['ner']['span_f1'] for f in (0, 1)])
     assert abs(m['models']['ner_cv_mean']['span_f1'] - mean) < 1e-9
     cli = subprocess.run([sys.executable, '-m', 'recsys_nb.ner', 'ensemble', str(res.run_dir), '--data-dir', str(syn),
