@@ -1,17 +1,13 @@
 "Tests of the purchase task: loaders, MovieLens conversion, feature maths, leakage, engine parity, papermill runs"
-import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
 from recsys_nb.data import make_synthetic, load_movielens
+from recsys_nb.runner import run_task
 from recsys_nb.purchase import (read_pairs, read_items, load_purchase_dir, movielens_purchase_dir, feature_space, local_features,
                                 split_fold, stratified_folds, run_purchase, SCALARS, spark_session, to_spark, spark_feature_space,
                                 spark_features, spark_to_numpy)
-
-ROOT = Path(__file__).resolve().parents[1]
-NB = ROOT/'nbs'/'tasks'/'purchase.ipynb'
-
 
 @pytest.fixture(scope='module')
 def syn(tmp_path_factory):
@@ -110,9 +106,9 @@ def test_local_model_beats_baseline(ml100k):
 # ---------------------------------------------------------------- Spark (slow to start: one parity test, one papermill run)
 
 def test_engine_parity(ml100k):
-    "Identical feature tables (lab and leave-one-out recipes) and close AUCs on the same fold of MovieLens-100k users"
+    "Identical feature tables (validation rows; fit rows with leave-one-out) from both engines on MovieLens-100k users (AUC agreement: benchmarks/purchase_bench.py)"
     spark = spark_session('local[2]')
-    small = ml100k.train.filter(pl.col('user_id') <= 120)
+    small = ml100k.train.filter(pl.col('user_id') <= 60)
     fit, val = split_fold(small, fold=0, n_folds=4, seed=0)
     items = ml100k.items.select('item_id', 'year', 'genres')
     S = {k: to_spark(spark, v) for k, v in (('fit', fit), ('val', val), ('items', items))}
@@ -123,28 +119,16 @@ def test_engine_parity(ml100k):
         order = score.with_row_index('r').join(keys, on=['user_id', 'item_id'])['r'].to_numpy()
         assert len(order) == len(score)
         np.testing.assert_allclose(Xs, local_features(fit, score, ml100k.items, space, exclude_self=ex).toarray()[order], rtol=1e-12, atol=0)
-    d = type(ml100k)(small, ml100k.test.head(0), ml100k.items)
-    kw = dict(fold=0, n_folds=4, seed=0, top_items=50, cv_folds=0, n_trees=10)
-    a, b = run_purchase(d, engine='local', **kw), run_purchase(d, engine='spark', spark_master='local[2]', **kw)
-    assert a.feature_names == b.feature_names
-    aa, ab = a.metrics['models']['lightgbm_gbt']['roc_auc'], b.metrics['models']['spark_mllib_gbt']['roc_auc']
-    base = a.metrics['models']['item_purchase_rate']['roc_auc']
-    assert aa > 0.65 and ab > 0.65 and abs(aa - ab) < 0.05, (aa, ab, base)     # two GBT implementations, 7k rows
-
-
-def _papermill(tmp_path, **params):
-    out = tmp_path/'o'
-    args = [sys.executable, '-m', 'papermill', str(NB), str(tmp_path/'run.ipynb'), '-k', 'python3', '-y', json.dumps({'out_dir': str(out), **params})]
-    env = {**os.environ, 'PYTHONPATH': str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', '')}
-    subprocess.run(args, check=True, env=env, cwd=tmp_path, capture_output=True)
-    return out, json.loads((out/'metrics.json').read_text())
 
 
 @pytest.mark.parametrize('engine', ['local', 'spark'])
 def test_pipeline_notebook(tmp_path, engine):
+    "The pipeline notebook through the runner (papermill), one fold per engine, on tiny synthetic data"
     extra = ({'cv_folds': 0} if engine == 'local' else
              {'cv_folds': 2, 'n_trees': 5, 'spark_master': 'local[2]', 'grid_max_depth': [2, 3], 'grid_min_instances': [3], 'grid_max_bins': [32]})
-    out, m = _papermill(tmp_path, engine=engine, synthetic_size=60, top_items=50, fold=1, **extra)
+    res = run_task('purchase', folds=[1], params={'engine': engine, 'synthetic_size': 60, 'top_items': 50, **extra}, out=tmp_path)
+    assert res.ok, res.errors
+    m, out = res.metrics[1], res.folds[0].out_dir
     name = 'lightgbm_gbt' if engine == 'local' else 'spark_mllib_gbt'
     assert set(m['models']) == {name, 'item_purchase_rate'} and m['engine'] == engine and m['fold'] == 1
     assert 0 <= m['models'][name]['roc_auc'] <= 1 and m['models'][name]['log_loss'] > 0
@@ -155,5 +139,5 @@ def test_pipeline_notebook(tmp_path, engine):
 
 
 def test_pipeline_rejects_bad_engine(tmp_path):
-    with pytest.raises(subprocess.CalledProcessError) as e: _papermill(tmp_path, engine='dask', synthetic_size=30)
-    assert b"engine='dask': expected 'local' or 'spark'" in e.value.stderr + e.value.stdout
+    res = run_task('purchase', folds=[0], params={'engine': 'dask', 'synthetic_size': 30}, out=tmp_path)
+    assert not res.ok and "engine='dask': expected 'local' or 'spark'" in res.errors[0]
