@@ -7,7 +7,7 @@
 
 Writes benchmarks/results/seqrec_ml-1m_<device>.json (device named inside).
 """
-import argparse, json, platform, time, datetime as dt
+import argparse, json, os, platform, time, datetime as dt
 from pathlib import Path
 import numpy as np, torch
 from recsys_nb.core import save_json, get_device, seed_everything
@@ -29,6 +29,7 @@ def main(argv=None):
     ap.add_argument('--seed', type=int, default=42); ap.add_argument('--out', default='')
     a = ap.parse_args(argv)
     seed_everything(a.seed); device = get_device(a.device)
+    load0 = os.getloadavg() if hasattr(os, 'getloadavg') else None
     t0 = time.perf_counter()
     data, _ = load_seqrec_data(a.data, a.data_dir, n_positions=a.n_positions, min_item_cnt=5, min_seq_len=5, n_folds=1,
                                seed=a.seed, max_val_users=a.max_val_users)
@@ -40,7 +41,7 @@ def main(argv=None):
     out = {
         'task': 'seqrec', 'benchmark': f'{a.data} leave-one-out, full ranking over {data.vocab.n_items} items, seen items excluded',
         'date': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'), 'device': name, 'device_type': device.type,
-        'torch': torch.__version__, 'args': vars(a), 'data': data.info, 'prepare_seconds': prep_s,
+        'torch': torch.__version__, 'load_average_start_end': [load0, os.getloadavg() if hasattr(os, 'getloadavg') else None], 'args': vars(a), 'data': data.info, 'prepare_seconds': prep_s,
         'models': {m: {**{k: v for k, v in met.items()},
                        'epoch_seconds_each': [h['seconds'] for h in res['history'].get(m, [])],
                        'epochs_run': len(res['history'].get(m, [])), 'steps': sum(h['steps'] for h in res['history'].get(m, [])),
