@@ -1,0 +1,171 @@
+"Tests of task `cmn`: loaders (pickle refusal), masking, samplers, hop-layer gradients, a papermill run on synthetic data"
+import json, math, os, importlib.util
+from pathlib import Path
+import numpy as np, pytest, torch
+from recsys_nb.data import make_synthetic
+from recsys_nb.cmn import (CMN, Candidates, CMNData, Interactions, bpr_loss, epoch_batches, fit, leave_one_out,
+                           load_cmn_npz, make_optimizer, masked_softmax, sample_untouched, save_cmn_npz,
+                           split_validation, last_checkpoint, pretrain_gmf, cmn_from_gmf)
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = ROOT/'nbs'/'tasks'/'cmn.ipynb'
+
+
+@pytest.fixture(scope='module')
+def syn(tmp_path_factory):
+    return make_synthetic('cmn', tmp_path_factory.mktemp('syn'), size=80, seed=3)/'cmn.npz'
+
+
+def test_seed_npz_pickle_refused_then_trusted(syn, tmp_path):
+    with pytest.raises(ValueError, match='trust_pickle=True'): load_cmn_npz(syn)
+    d = load_cmn_npz(syn, trust_pickle=True)
+    assert d.train.shape == (80 * 19, 2) and d.test.neg.shape == (80, 100)
+    # the seed's dict is user -> (positive, negatives): check one entry against the raw file
+    raw = np.load(syn, allow_pickle=True)['test_data'].tolist()
+    j = int(np.flatnonzero(d.test.users == 5)[0])
+    assert raw[5][0] == d.test.pos[j] and list(raw[5][1]) == d.test.neg[j].tolist()
+    save_cmn_npz(d, tmp_path/'ours.npz')
+    with np.load(tmp_path/'ours.npz', allow_pickle=False) as z: assert 'test_data' not in z.files   # pickle-free
+    d2 = load_cmn_npz(tmp_path/'ours.npz')
+    assert np.array_equal(d2.train, d.train) and np.array_equal(d2.test.neg, d.test.neg)
+
+
+@pytest.mark.parametrize('arrays,msg', [
+    (dict(train_data=np.array([[0, 1], [2, 1]]), test_users=[0], test_pos=[1], test_neg=[[2, 3], [1, 1]]), 'disagree in length'),
+    (dict(train_data=np.array([0, 1, 2]), test_users=[0], test_pos=[1], test_neg=[[2]]), 'train_data must have 2 dimension'),
+    (dict(train_data=np.array([[0.5, 1]]), test_users=[0], test_pos=[1], test_neg=[[2]]), 'integer ids'),
+    (dict(train_data=np.array([[0, 1]]), test_users=[0, 0], test_pos=[1, 2], test_neg=[[3], [4]]), 'appears twice'),
+    (dict(train_data=np.array([[0, 1]]), test_users=[0], test_pos=[1], test_neg=[[7]], n_users=1, n_items=5), 'test_neg holds id 7 >= 5'),
+])
+def test_bad_npz(tmp_path, arrays, msg):
+    np.savez(tmp_path/'x.npz', **arrays)
+    with pytest.raises(ValueError, match=msg): load_cmn_npz(tmp_path/'x.npz')
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no such file'): load_cmn_npz(tmp_path/'nope.npz')
+
+
+def test_leave_one_out_negatives_untouched():
+    import polars as pl
+    rng = np.random.default_rng(0)
+    r = pl.DataFrame({'user_id': rng.integers(0, 30, 2000), 'item_id': rng.integers(0, 300, 2000), 'timestamp': rng.integers(0, 10**6, 2000)})
+    d = leave_one_out(r, n_neg=100, seed=1)
+    touched = set(map(tuple, r.select(pl.col('user_id').rank('dense') - 1, pl.col('item_id').rank('dense') - 1).to_numpy().tolist()))
+    for u, p, ns in zip(d.test.users, d.test.pos, d.test.neg):
+        assert (u, p) in touched and len(set(ns)) == 100 and not any((u, n) in touched for n in ns)
+    # the test positive is the user's latest rating
+    last = r.with_columns(pl.col('user_id').rank('dense').cast(pl.Int64) - 1).sort('timestamp').group_by('user_id').agg(pl.col('timestamp').last())
+    assert len(d.test) == last.height
+    assert not np.array_equal(leave_one_out(r, seed=2).test.neg, d.test.neg)   # the seed (fold) changes the draw
+
+
+def test_masked_softmax_ignores_padding():
+    s = torch.randn(4, 6); lengths = torch.tensor([1, 3, 6, 2])
+    p = masked_softmax(s, lengths)
+    assert torch.allclose(p.sum(1), torch.ones(4))
+    for b, n in enumerate(lengths.tolist()):
+        assert (p[b, n:] == 0).all() and torch.allclose(p[b, :n], s[b, :n].softmax(0))
+    s2 = s.clone(); s2[0, 1:] = 1e9                     # huge padded scores change nothing
+    assert torch.equal(masked_softmax(s2, lengths)[0], p[0])
+
+
+def test_sampler_never_returns_a_positive():
+    rng = np.random.default_rng(0)
+    # dense users: user 0 has 58 of the 60 items, so most draws for it are rejected and redrawn
+    pairs = np.concatenate([np.stack([np.zeros(58, int), np.arange(58)], 1),
+                            np.stack([rng.integers(1, 20, 500), rng.integers(0, 60, 500)], 1)])
+    x = Interactions(pairs, 20, 60)
+    users = torch.as_tensor(rng.integers(0, 20, 20000))
+    neg = x.sample_negatives(users, torch.Generator().manual_seed(0))
+    assert not x.contains(users, neg).any()
+    assert set(neg[users == 0].tolist()) == {58, 59}
+    keys = set(map(tuple, pairs.tolist()))
+    assert not any((u, i) in keys for u, i in zip(users.tolist()[:3000], neg.tolist()[:3000]))   # independent check
+    for b in epoch_batches(x, neg_count=3, batch_size=1000, max_neighbors=5, gen=torch.Generator().manual_seed(1)):
+        users_b, items, nbrs, lengths = b
+        B = len(users_b)
+        assert x.contains(users_b, items[:B]).all() and not x.contains(users_b, items[B:]).any()
+        assert nbrs.shape[1] <= 5 and (lengths >= 1).all() and (lengths <= 5).all()
+        # every neighbour of an item is a user who interacted with it
+        ok = x.contains(nbrs, items[:, None].expand_as(nbrs)) | (torch.arange(nbrs.shape[1])[None] >= lengths[:, None])
+        assert ok.all()
+
+
+def test_hop_layers_train():
+    torch.manual_seed(0)
+    m = CMN(10, 12, dim=8, hops=3)
+    params = dict(m.named_parameters())
+    assert {'hop_maps.0.weight', 'hop_maps.0.bias', 'hop_maps.1.weight'} <= set(params)
+    assert set(map(id, m.l2_weights())) == {id(params[k]) for k in ('hop_maps.0.weight', 'hop_maps.1.weight', 'dense.weight', 'out.weight')}
+    x = Interactions(np.stack([np.arange(10).repeat(3), np.random.default_rng(0).integers(0, 12, 30)], 1), 10, 12)
+    before = {k: v.detach().clone() for k, v in params.items()}
+    opt = make_optimizer(m, lr=1e-2)
+    batch = next(epoch_batches(x, 2, 16, 0, torch.Generator().manual_seed(0)))
+    from recsys_nb.cmn import train_step
+    u, items, nb, ln = batch
+    s = m(u.repeat(2), items, nb, ln); bpr_loss(s[:len(u)], s[len(u):]).backward()
+    for k in ('hop_maps.0.weight', 'hop_maps.1.weight', 'hop_maps.1.bias'):
+        assert params[k].grad is not None and params[k].grad.abs().sum() > 0, k
+    # numeric gradient check of one hop-map weight in float64
+    m64 = m.double(); w = m64.hop_maps[0].weight
+    f = lambda: bpr_loss(*m64(u.repeat(2), items, nb, ln).split(len(u)))
+    m64.zero_grad(); f().backward(); g = w.grad[1, 2].item()
+    with torch.no_grad():
+        w[1, 2] += 1e-6; up = f().item(); w[1, 2] -= 2e-6; down = f().item(); w[1, 2] += 1e-6
+    assert math.isclose(g, (up - down) / 2e-6, rel_tol=1e-4, abs_tol=1e-9)
+    m.float(); opt = make_optimizer(m, lr=1e-2)
+    train_step(m, opt, u, items, nb, ln, l2=0.1, grad_clip=5.0)
+    assert not torch.equal(before['hop_maps.0.weight'], m.hop_maps[0].weight)
+
+
+def test_fold_changes_validation(syn):
+    d = load_cmn_npz(syn, trust_pickle=True)
+    a = split_validation(d, 0, 4, 100, seed=0)[1]; b = split_validation(d, 1, 4, 100, seed=0)[1]
+    assert len(a) == 20 and not set(a.users) & set(b.users)
+    assert split_validation(d, 0, 4, 100, seed=0)[1].neg.tolist() == a.neg.tolist()   # reproducible
+
+
+def _papermill(out, **params):
+    import papermill as pm
+    base = dict(data_dir=str(params.pop('data_dir')), npz_file='cmn.npz', trust_pickle=True, out_dir=str(out), device='cpu',
+                pretrain_epochs=1, epochs=1, batch_size=256, embed_size=16, max_neighbors=16, val_users=20,
+                show_progress=False, num_threads=1)
+    base.update(params)
+    out.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(NB), str(out/'cmn.ipynb'), parameters=base, kernel_name='python3', progress_bar=False, cwd=str(ROOT))
+    return json.loads((out/'metrics.json').read_text())
+
+
+def test_pipeline_notebook_on_synthetic(syn, tmp_path):
+    out = tmp_path/'run'
+    m = _papermill(out, data_dir=syn.parent)
+    assert set(m['models']) == {'cmn', 'gmf', 'itemknn', 'popularity'}
+    for r in m['models'].values():
+        assert all(0 <= r[f'hr@{k}'] <= 1 for k in range(1, 11))
+        assert all(r[f'hr@{k}'] <= r[f'hr@{k+1}'] for k in range(1, 10))
+    assert m['models']['popularity']['hr@10'] != m['models']['cmn']['hr@10'] or m['models']['popularity']['ndcg@10'] != m['models']['cmn']['ndcg@10']
+    assert m['n_test_users'] == 80 and m['device'] == 'cpu' and len(m['history']) == 1
+    log = (out/'cmn.log').read_text().splitlines()
+    assert log[0] == 'metric,1,2,3,4,5,6,7,8,9,10' and log[1].startswith('ndcg,') and log[2].startswith('hr,')
+    assert float(log[2].split(',')[10]) == pytest.approx(m['models']['cmn']['hr@10'])
+    for f in ('cmn_history.png', 'metric_at_k.png', 'gmf.safetensors', 'checkpoints/cmn_epoch1.safetensors'):
+        assert (out/f).stat().st_size > 0, f
+    # resume: a second call with epochs=2 trains only epoch 2 and keeps epoch 1's history
+    m2 = _papermill(out, data_dir=syn.parent, epochs=2, resume=True)
+    assert [h['epoch'] for h in m2['history']] == [0, 1] and m2['history'][0] == m['history'][0]
+    assert last_checkpoint(out/'checkpoints', 'cmn')[0] == 2
+
+
+def test_pipeline_refuses_pickle_without_flag(syn, tmp_path):
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match='trust_pickle'):
+        _papermill(tmp_path/'r', data_dir=syn.parent, trust_pickle=False)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('recsys_nb.runner') is None, reason='runner not merged yet')
+def test_runner(syn, tmp_path):
+    from recsys_nb.runner import run_task
+    res = run_task('cmn', folds=[0], params=dict(data_dir=str(syn.parent), npz_file='cmn.npz', trust_pickle=True, pretrain_epochs=1,
+                                                 epochs=1, embed_size=8, max_neighbors=8, val_users=10, show_progress=False, num_threads=1), out=str(tmp_path/'x'))
+    assert 'cmn' in res.metrics[0]['models']
