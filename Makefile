@@ -1,6 +1,7 @@
 # recsys_nb developer entry points. `make demo` and `make test` set everything up on a fresh machine first.
 PY ?= python3
 PIP = $(PY) -m pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RECSYS_NB_PROGRESS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -32,3 +33,7 @@ readme:           ## README.md from nbs/index.ipynb
 
 lab:              ## JupyterLab on the project
 	recsys-nb lab
+
+browser-deps:     ## Debian chromium + chromedriver for the JupyterLab browser tests (tests/test_browser.py)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
