@@ -15,12 +15,12 @@ from .data import register_synthetic, load_movielens, assign_folds, find_data
 
 # %% auto #0
 __all__ = ['ITEM_COLUMNS', 'VIEW_COLUMNS', 'SYN_GENRES', 'SCALARS', 'SEED_GRID', 'SEED_BEST', 'read_pairs', 'read_items',
-           'read_views', 'PurchaseData', 'load_purchase_dir', 'cache_root', 'movielens_to_lab',
-           'movielens_purchase_dir', 'synthetic_purchase', 'purchase_data', 'stratified_folds', 'split_fold',
-           'FeatureSpace', 'genre_tokens', 'feature_space', 'scalar_features', 'local_features', 'grid_points',
-           'FitResult', 'fit_local', 'spark_session', 'to_spark', 'spark_feature_space', 'spark_features',
-           'spark_to_numpy', 'fit_spark', 'spark_predict', 'PurchaseRun', 'item_rate_baseline', 'classification_report',
-           'run_purchase', 'write_predictions', 'plot_roc', 'plot_importances']
+           'read_views', 'PurchaseData', 'load_purchase_dir', 'movielens_to_lab', 'movielens_purchase_dir',
+           'synthetic_purchase', 'purchase_data', 'stratified_folds', 'split_fold', 'FeatureSpace', 'genre_tokens',
+           'feature_space', 'scalar_features', 'local_features', 'grid_points', 'FitResult', 'fit_local',
+           'spark_session', 'to_spark', 'spark_feature_space', 'spark_features', 'spark_to_numpy', 'fit_spark',
+           'spark_predict', 'PurchaseRun', 'item_rate_baseline', 'classification_report', 'run_purchase',
+           'write_predictions', 'plot_roc', 'plot_importances']
 
 # %% ../nbs/50_purchase.ipynb #bb174d97
 from .metrics import roc_auc, log_loss, roc_curve
@@ -149,9 +149,7 @@ def load_purchase_dir(folder:str|Path # folder with train.csv, test.csv, items.c
     return PurchaseData(train, test, read_items(paths['items.csv']), views, str(folder))
 
 # %% ../nbs/50_purchase.ipynb #bf772f36
-def cache_root()->Path:
-    "Cache folder for prepared data: `$RECSYS_NB_CACHE` or `~/.cache/recsys_nb`"
-    return Path(os.environ.get('RECSYS_NB_CACHE', Path.home()/'.cache'/'recsys_nb')).expanduser()
+from .core import cache_root  # one cache folder for every task
 
 def _write_csv(df:pl.DataFrame, path:Path, sep:str=','):
     with atomic_path(path) as tmp: df.write_csv(tmp, separator=sep, quote_style='never' if sep == '\t' else 'necessary')

@@ -16,11 +16,10 @@ from .data import find_data, file_fingerprint, assign_folds, register_synthetic
 # %% auto #0
 __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documents', 'load_queries', 'load_qrels',
            'RetrievalData', 'load_competition', 'empty_queries', 'synthetic_retrieval', 'read_cranfield',
-           'cranfield_to_competition', 'cache_root', 'load_retrieval_data', 'sample_documents', 'query_folds',
-           'doc_texts', 'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'encode',
-           'standardize', 'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents',
-           'info_nce', 'finetune', 'bm25_search', 'to_predictions', 'evaluate', 'write_submission', 'score_samples',
-           'per_query']
+           'cranfield_to_competition', 'load_retrieval_data', 'sample_documents', 'query_folds', 'doc_texts',
+           'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'encode', 'standardize',
+           'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents', 'info_nce',
+           'finetune', 'bm25_search', 'to_predictions', 'evaluate', 'write_submission', 'score_samples', 'per_query']
 
 # %% ../nbs/10_retrieval.ipynb #a61618e7
 def _line_at(text:str, pos:int)->int: return text.count('\n', 0, pos) + 1
@@ -244,9 +243,7 @@ def cranfield_to_competition(src:str|Path, # folder with the Cranfield files
     return out
 
 # %% ../nbs/10_retrieval.ipynb #1aab2f94
-def cache_root(cache_dir:str|Path="")->Path:
-    "The cache folder: `cache_dir`, else `$RECSYS_NB_CACHE`, else `~/.cache/recsys_nb`"
-    return Path(cache_dir or os.environ.get('RECSYS_NB_CACHE') or Path.home()/'.cache'/'recsys_nb').expanduser()
+from .core import cache_root  # one cache folder for every task
 
 def _converted_cranfield(src:Path, cache_dir, test_share)->Path:
     out = cache_root(cache_dir)/'retrieval'/f'cranfield-{file_fingerprint(*[src/f for f in CRANFIELD_FILES])}-test{test_share:g}'
