@@ -86,3 +86,11 @@ def test_console_script(out):
     r = subprocess.run(['recsys-nb', 'run', 'smoke', '-p', 'n', '30', '--out', str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'fold 0: ok' in r.stdout and '| noisy_model |' in r.stdout
+
+def test_demo_runs_registered_tasks_and_writes_overview_and_report(out, capsys):
+    assert main(['demo', '--tasks', 'smoke', '--out', str(out)]) == 0
+    o = capsys.readouterr().out
+    assert '| smoke | ok |' in o and '| noisy_model |' in o
+    assert '| smoke | ok |' in (out/'demo.md').read_text()
+    html = (out/'report.html').read_text()
+    assert 'noisy_model' in html and 'data:image/png;base64' in html
