@@ -30,7 +30,10 @@ setuptools.setup(
     ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]]
       + (['License :: ' + lic[1] ] if lic[1] else []),
     url = cfg['git_url'],
-    packages = setuptools.find_packages(include=['recsys_nb', 'recsys_nb.*']),
+    packages = setuptools.find_packages(include=['recsys_nb', 'recsys_nb.*']) + ['recsys_nb._datasets'],
+    # the default data sets (data/ of the repository) ship inside the wheel as recsys_nb/_datasets
+    package_dir = {'recsys_nb._datasets': 'data'},
+    package_data = {'recsys_nb._datasets': ['*', '*/*', '*/*/*']},
     include_package_data = True,
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements, 'spark': ['pyspark>=3.5'] },
