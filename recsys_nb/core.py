@@ -225,7 +225,7 @@ class Timer:
     def __exit__(self, *a):
         import time; self._sync(); self.seconds = time.perf_counter() - self._t
 
-# %% ../nbs/00_core.ipynb #c76b8643
+# %% ../nbs/00_core.ipynb #25b05be6
 class EpochCheckpoint:
     "Training state saved after every epoch in `folder`, loaded back to resume"
     def __init__(self, folder:str|Path|None # where the state lives; None: checkpoints off

@@ -4,7 +4,9 @@ from pathlib import Path
 import nbformat, papermill as pm, pytest
 from recsys_nb.core import load_json, save_json
 from recsys_nb.data import assign_folds
-from recsys_nb.runner import run_task, main, task_notebook, task_params, tasks_dir, list_tasks
+from recsys_nb.runner import run_task
+from recsys_nb.cli import main
+from recsys_nb.registry import task_notebook, task_params, tasks_dir, list_tasks
 from recsys_nb.nbtools import (INSTALL_CELL, INSTALL_TAG, BUNDLE_TAG, ensure_install_cell, build_wheel, write_bundle,
                                render_report, report_runs, lab_command)
 
@@ -158,7 +160,7 @@ def test_report_cli_errors(tmp_path, capsys):
 # ---------------------------------------------------------------- lab
 
 def test_lab_passes_arguments_through():
-    r = subprocess.run([sys.executable, '-c', 'import sys; from recsys_nb.runner import main; sys.exit(main())', 'lab', '--version'], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, '-c', 'import sys; from recsys_nb.cli import main; sys.exit(main())', 'lab', '--version'], capture_output=True, text=True, timeout=120,
                        env={**os.environ, 'PYTHONPATH': str(ROOT)})
     import jupyterlab
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == jupyterlab.__version__, (r.stdout, r.stderr)

@@ -3,13 +3,15 @@ Runner-side checks on the `smoke` task; each task's own loaders are checked in i
 import json, os, re, signal, subprocess, sys, time, shutil
 from pathlib import Path
 import pytest
-from recsys_nb.runner import run_task, main, task_params, check_params, resolve_run_dir, run_status, list_tasks
+from recsys_nb.runner import run_task
+from recsys_nb.registry import task_params, check_params, list_tasks
+from recsys_nb.results import resolve_run_dir, run_status
 from recsys_nb.nbtools import write_bundle, render_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
 def _cli(*args, cwd=None, env=None, timeout=600):
-    return subprocess.run([sys.executable, '-m', 'recsys_nb.runner', *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, '-m', 'recsys_nb.cli', *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 
 # ------------------------------------------------------------------ 1. default data on a fresh clone
@@ -76,7 +78,7 @@ def test_empty_folds_is_an_error(out):
     assert not (out/'smoke').exists()                                     # no empty run, no `latest`
 
 def test_ctrl_c_stops_parallel_folds_within_seconds_and_resume_finishes_them(out):
-    p = subprocess.Popen([sys.executable, '-m', 'recsys_nb.runner', 'run', 'smoke', '--folds', '0,1,2', '--jobs', '2',
+    p = subprocess.Popen([sys.executable, '-m', 'recsys_nb.cli', 'run', 'smoke', '--folds', '0,1,2', '--jobs', '2',
                           '-p', 'n', '40', '-p', 'sleep', '60', '--out', str(out)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True,   # as in a terminal: a job started with & ignores SIGINT
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -146,7 +148,7 @@ def test_sigint_after_an_epoch_then_resume_gives_the_uninterrupted_metrics(tmp_p
     r = _cli('run', 'seqrec', '--fold', '0', *SEQ, *data, '--out', str(tmp_path/'clean'))
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path/'cut'
-    p = subprocess.Popen([sys.executable, '-m', 'recsys_nb.runner', 'run', 'seqrec', '--fold', '0', *SEQ, *data, '--out', str(out)],
+    p = subprocess.Popen([sys.executable, '-m', 'recsys_nb.cli', 'run', 'seqrec', '--fold', '0', *SEQ, *data, '--out', str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
