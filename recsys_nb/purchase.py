@@ -140,8 +140,9 @@ def read_views(path:str|Path # views_programmes.csv
 
 # %% ../nbs/50_purchase.ipynb #fa12f997
 def _warn(ws:list, msg:str):
-    "Show `msg` as a `UserWarning` and record it in `ws` (metrics.json's `warnings`)"
-    warnings.warn(msg, UserWarning, stacklevel=3); ws.append(msg)
+    "Show `msg` (`core.warn_data`: a DataWarning, kept for metrics.json's `warnings`) and record it in `ws`"
+    from recsys_nb.core import warn_data
+    warn_data(msg); ws.append(msg)
 
 def _eg(s:pl.Series, n:int=3)->str: return ', '.join(str(x) for x in s.head(n).to_list())
 
