@@ -8,7 +8,8 @@ from recsys_nb.runner import run_task
 from recsys_nb.cli import main
 from recsys_nb.registry import task_notebook, task_params, tasks_dir, list_tasks
 from recsys_nb.nbtools import (INSTALL_CELL, INSTALL_TAG, BUNDLE_TAG, ensure_install_cell, build_wheel, write_bundle,
-                               render_report, report_runs, lab_command)
+                               render_report, lab_command)
+from recsys_nb.results import report_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
