@@ -5,6 +5,8 @@
 of IVF against exact, for a sweep of nprobe.
 
     python benchmarks/retrieval_scale_bench.py                       # 100k and 1M documents, 1 and 2 workers
+    python benchmarks/retrieval_scale_bench.py --sizes 100000 1000000 300000 --max-seconds 840 --clean
+        # the committed run: 300k only when 1M is predicted not to fit in 840 s
     python benchmarks/retrieval_scale_bench.py --sizes 20000 --workers 1 --out /tmp/x.json   # a quick check
 
 Each step is a separate process so that its peak RSS is its own. Working files go to --work (deleted per step when
@@ -23,9 +25,9 @@ def cpu_name():
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 
-def sh(args, **kw):
-    env = {**os.environ, 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", 'RECSYS_NB_PROGRESS': '0'}
-    return subprocess.Popen([sys.executable, *map(str, args)], env={**env, **kw.pop('env', {})}, **kw)
+def sh(args, env=None, **kw):
+    e = {**os.environ, 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", 'RECSYS_NB_PROGRESS': '0', **(env or {})}
+    return subprocess.Popen([sys.executable, *map(str, args)], env=e, **kw)
 
 
 def make_encoder(folder):
@@ -69,7 +71,7 @@ def encode_run(a, corpus, n, w, work):
     base = ['-m', 'recsys_nb.retrieval_scale', 'encode', corpus/'documents.jsonl', out, '--model', work/'encoder', '--shard-size', a.shard_size,
             '--token-max-length', a.token_max_length, '--batch-size', a.batch_size, '--threads', threads, '--world-size', w, '--no-bar', '--no-merge']
     t = time.perf_counter()
-    ps = [sh(base + ['--rank', r], env={'OMP_NUM_THREADS': str(threads)}, stdout=subprocess.DEVNULL) for r in range(w)]
+    ps = [sh(base + ['--rank', r], env={'OMP_NUM_THREADS': str(threads), 'RAYON_NUM_THREADS': str(threads)}, stdout=subprocess.DEVNULL) for r in range(w)]
     rc = [p.wait() for p in ps]
     if any(rc): raise SystemExit(f'worker failed: {rc}')
     enc_s = time.perf_counter() - t
@@ -79,6 +81,23 @@ def encode_run(a, corpus, n, w, work):
     return out, {'n_docs': n, 'workers': w, 'threads_per_worker': threads, 'wall_s': enc_s, 'docs_per_s': n / enc_s, 'merge_s': merge_s,
                  'peak_rss_mb': max(x['peak_rss_mb'] for x in ws), 'worker_peak_rss_mb': [x['peak_rss_mb'] for x in ws],
                  'worker_docs_per_s': [x['docs_per_s'] for x in ws]}
+
+
+def summarize(res, a):
+    "The headline fields from the largest size measured so far; writes the JSON"
+    big = max(x['n_docs'] for x in res['search']); s = next(x for x in res['search'] if x['n_docs'] == big)
+    ok = [x for x in s['sweep'] if x['recall@100_vs_exact'] >= 0.99]; best = ok[0] if ok else s['sweep'][-1]
+    res.update({'n_docs': big, 'workers': a.workers,
+                'docs_per_s': {str(r['workers']): r['docs_per_s'] for r in res['runs'] if r['n_docs'] == big},
+                'peak_rss_mb': {str(r['workers']): r['peak_rss_mb'] for r in res['runs'] if r['n_docs'] == big},
+                'peak_rss_mb_by_n_docs': {str(r['n_docs']): r['peak_rss_mb'] for r in res['runs'] if r['workers'] == a.workers[0]},
+                'index': {'kind': s['ivf'], 'nprobe': best['nprobe'], 'build_s': s['ivf_build_s'], 'exact': 'Flat (IndexFlatIP)',
+                          'exact_build_s': s['flat_build_s'], 'index_process_peak_rss_mb': s['peak_rss_mb']},
+                'recall@100_vs_exact': best['recall@100_vs_exact'],
+                'search_s': {'exact_flat': s['flat_search_s'], 'ivf': best['search_s'], 'n_queries': s['n_queries']},
+                'load_average_end': os.getloadavg()})
+    from recsys_nb.core import save_json
+    save_json(res, a.out); print(f'wrote {a.out}', flush=True)
 
 
 def main():
@@ -92,6 +111,7 @@ def main():
     ap.add_argument('--nprobe', type=int, nargs='+', default=[8, 16, 32, 64, 128])
     ap.add_argument('--n-queries', type=int, default=1000)
     ap.add_argument('--work', default='/tmp/retrieval_scale_bench')
+    ap.add_argument('--max-seconds', type=float, default=0, help='skip a size whose run, predicted from the previous size, would end after this (0: no limit)')
     ap.add_argument('--clean', action='store_true', help='delete each encoded folder after its index step')
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'retrieval_scale_cpu.json'))
     ap.add_argument('--phase', default='all'); ap.add_argument('--emb'); ap.add_argument('--corpus'); ap.add_argument('--model')
@@ -105,7 +125,15 @@ def main():
            'encoder': 'random BertModel(hidden 32, 1 layer, 2 heads, intermediate 64), all-MiniLM-L6-v2 tokenizer',
            'settings': {k: getattr(a, k) for k in ('shard_size', 'token_max_length', 'batch_size', 'nlist', 'nprobe', 'n_queries')},
            'storage_dtype': 'float16', 'runs': [], 'search': []}
+    t_start, prev = time.perf_counter(), None
     for n in a.sizes:
+        if prev is not None and n < prev[0]: print(f'skip {n}: a fallback size, {prev[0]} was measured', flush=True); continue
+        if a.max_seconds and prev is not None:
+            pn, pt = prev; pred = pt * n / pn
+            if time.perf_counter() - t_start + pred > a.max_seconds:
+                res.setdefault('skipped', []).append({'n_docs': n, 'predicted_s': pred, 'reason': f'predicted to end after --max-seconds {a.max_seconds:g}'})
+                print(f'skip {n}: predicted {pred:.0f} s', flush=True); continue
+        t_size = time.perf_counter()
         corpus = work/f'corpus-{n}'
         if not (corpus/'queries_test.json').exists():
             t = time.perf_counter(); synthetic_corpus(corpus, n_docs=n, n_queries=a.n_queries, seed=0)
@@ -120,19 +148,10 @@ def main():
         o, _ = p.communicate(); assert p.returncode == 0, o
         s = json.loads(next(l for l in o.splitlines() if l.startswith('RESULT '))[7:]); res['search'].append(s); print(json.dumps(s), flush=True)
         if a.clean: shutil.rmtree(last, ignore_errors=True)
-    big = max(a.sizes); s = next(x for x in res['search'] if x['n_docs'] == big)
-    ok = [x for x in s['sweep'] if x['recall@100_vs_exact'] >= 0.99]; best = ok[0] if ok else s['sweep'][-1]
-    res.update({'n_docs': big, 'workers': a.workers,
-                'docs_per_s': {str(r['workers']): r['docs_per_s'] for r in res['runs'] if r['n_docs'] == big},
-                'peak_rss_mb': {str(r['workers']): r['peak_rss_mb'] for r in res['runs'] if r['n_docs'] == big},
-                'peak_rss_mb_by_n_docs': {str(r['n_docs']): r['peak_rss_mb'] for r in res['runs'] if r['workers'] == a.workers[0]},
-                'index': {'kind': s['ivf'], 'nprobe': best['nprobe'], 'build_s': s['ivf_build_s'], 'exact': 'Flat (IndexFlatIP)',
-                          'exact_build_s': s['flat_build_s'], 'index_process_peak_rss_mb': s['peak_rss_mb']},
-                'recall@100_vs_exact': best['recall@100_vs_exact'],
-                'search_s': {'exact_flat': s['flat_search_s'], 'ivf': best['search_s'], 'n_queries': s['n_queries']},
-                'load_average_end': os.getloadavg()})
-    from recsys_nb.core import save_json
-    save_json(res, a.out); print(f'wrote {a.out}')
+        prev = (n, time.perf_counter() - t_size) if prev is None or n > prev[0] else prev; res.setdefault('size_seconds', {})[n] = prev[1]
+        summarize(res, a)   # written after every size: a run stopped later keeps what it measured
+    summarize(res, a)
+
 
 
 if __name__ == '__main__': main()
