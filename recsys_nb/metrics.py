@@ -12,8 +12,7 @@ import polars as pl
 
 # %% auto #0
 __all__ = ['YANDEX_PREL', 'sampled_ranks', 'sampled_ranking_report', 'topk_items', 'full_ranking_report', 'judged_ranks',
-           'pfound', 'retrieval_report', 'roc_auc', 'roc_curve', 'log_loss', 'bio_to_spans', 'span_prf', 'token_prf',
-           'collect_metrics']
+           'pfound', 'retrieval_report', 'roc_auc', 'roc_curve', 'log_loss', 'bio_to_spans', 'span_prf', 'token_prf']
 
 # %% ../nbs/02_metrics.ipynb #fc0873aa
 def _np(x, name:str="array", dtype=None)->np.ndarray:
@@ -524,24 +523,3 @@ def token_prf(true_seqs:Sequence, # gold tag sequences
     fp = np.bincount(idx(ptyp[pent & ~hit]), minlength=len(types)) if len(types) else tp
     fn = np.bincount(idx(ttyp[tent & ~hit]), minlength=len(types)) if len(types) else tp
     return _report(types.tolist(), tp, fp, fn)
-
-# %% ../nbs/02_metrics.ipynb #859a8a37
-def collect_metrics(run_dir:str|Path # a run folder holding fold_<k>/metrics.json
-                   )->pl.DataFrame:
-    "Long frame (fold, model, metric, value) of every fold's metrics.json in `run_dir`"
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir(): raise FileNotFoundError(f'{run_dir}: run folder not found')
-    files = sorted((int(m.group(1)), p) for p in run_dir.glob('fold_*/metrics.json') if (m := re.fullmatch(r'fold_(\d+)', p.parent.name)))
-    if not files:
-        seen = sorted(p.name for p in run_dir.iterdir())[:10]
-        raise FileNotFoundError(f'{run_dir}: no fold_<k>/metrics.json found (folder holds {seen}); did every fold fail?')
-    rows = []
-    for fold, p in files:
-        try: d = json.loads(p.read_text(encoding='utf-8'))
-        except json.JSONDecodeError as e: raise ValueError(f'{p}: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg})') from None
-        models = d.get('models') if isinstance(d, dict) else None
-        if not isinstance(models, dict): raise ValueError(f"{p}: expected a 'models' entry {{model: {{metric: number}}}}")
-        for model, ms in models.items():
-            if not isinstance(ms, dict): raise ValueError(f"{p}: models[{model!r}] must be a dict of metric -> number, got {type(ms).__name__}")
-            rows += [(fold, str(model), str(k), float(v)) for k, v in ms.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return pl.DataFrame(rows, schema={'fold': pl.Int64, 'model': pl.String, 'metric': pl.String, 'value': pl.Float64}, orient='row').sort('fold', 'model', 'metric')

@@ -9,15 +9,14 @@ from pathlib import Path
 import nbformat
 from .core import atomic_write, load_json, progress
 from .data import repo_root
-from .metrics import collect_metrics
-from .runner import (EXTRA_COMMANDS, tasks_dir, task_notebook, task_params, resolve_params, resolve_run_dir,
-                              summary_table, load_registry, list_tasks, NOT_TASKS)
+from .registry import tasks_dir, task_notebook, task_params, resolve_params
+from .results import report_runs
+from .runner import execute_notebook
 
 # %% auto #0
-__all__ = ['INSTALL_TAG', 'INSTALL_CELL', 'BUNDLE_TAG', 'ensure_install_cell', 'build_wheel', 'set_param_values',
-           'bundle_install_cell', 'bundle_notebook', 'write_bundle', 'report_runs', 'baseline_models', 'metrics_html',
-           'run_plots', 'task_report', 'show_task_report', 'report_notebook', 'html_report', 'render_report',
-           'lab_command']
+__all__ = ['INSTALL_TAG', 'INSTALL_CELL', 'BUNDLE_TAG', 'REPORT_MARK', 'ensure_install_cell', 'build_wheel', 'set_param_values',
+           'bundle_install_cell', 'bundle_notebook', 'write_bundle', 'report_notebook', 'html_report', 'render_report',
+           'report_notebook_path', 'lab_command']
 
 # %% ../nbs/04_nbtools.ipynb #70729f9b
 INSTALL_TAG = 'install-recsys-nb'
@@ -68,6 +67,7 @@ def build_wheel(dest:str|Path, # folder the wheel is written to
             if (root/f).exists(): shutil.copy(root/f, st/f)
         if not (st/'README.md').exists(): (st/'README.md').write_text('recsys_nb\n')
         shutil.copytree(root/'recsys_nb', st/'recsys_nb', ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        if (root/'data'/'SHA256SUMS').exists(): shutil.copytree(root/'data', st/'data')   # the default data sets
         tdir = st/'recsys_nb'/'tasks'; tdir.mkdir(exist_ok=True)
         for f in [*tasks_dir().glob('*.ipynb'), *tasks_dir().glob('*.yaml')]:
             if not f.name.startswith('_'): shutil.copy(f, tdir/f.name)
@@ -161,101 +161,23 @@ def write_bundle(task:str, # task name
                  params:dict|None=None, # parameter values
                  out:str|Path|None=None, # notebook to write; default outputs/bundles/<task>.ipynb
                  from_text:bool=False, # `params` values are command-line text
-                 wheel:str|Path|None=None # a prebuilt wheel
+                 wheel:str|Path|None=None, # a prebuilt wheel
+                 force:bool=False # replace `out` when it exists
                 )->Path:
-    "Write `bundle_notebook(task, params)` to `out`"
-    nb = bundle_notebook(task, params, from_text, wheel)
+    "Write `bundle_notebook(task, params)` to `out`; an existing file is only replaced with `force`"
     out = Path(out) if out else Path('outputs')/'bundles'/f'{task}.ipynb'
+    if out.exists() and not force: raise FileExistsError(f'{out} exists: choose another -o, or pass --force to replace it')
+    _refuse_source(out)
+    nb = bundle_notebook(task, params, from_text, wheel)
     _write_nb(nb, out)
     return out
 
-# %% ../nbs/04_nbtools.ipynb #1daa5b8d
-def _has_metrics(run:Path)->bool: return any(run.glob('fold_*/metrics.json'))
-
-def report_runs(out:str|Path='outputs', # root of all runs
-                tasks:str|list|None=None # task names (list or comma-separated); default every task with runs
-               )->dict[str, Path]:
-    "Task -> run folder to report: the latest run, or the newest run with metrics when the latest has none"
-    out = Path(out)
-    if not out.is_dir(): raise FileNotFoundError(f'runs folder {out} does not exist (run a task first: recsys-nb run TASK)')
-    if isinstance(tasks, str): tasks = [t.strip() for t in tasks.split(',') if t.strip()]
-    found = [d.name for d in out.iterdir() if d.is_dir() and ((d/'latest').exists() or (d/'latest.txt').exists())]
-    order = {t: i for i, t in enumerate(load_registry())}
-    names = tasks or sorted(found, key=lambda t: (order.get(t, len(order)), t))
-    res = {}
-    for t in names:
-        if t not in found: raise FileNotFoundError(f'no runs of task {t!r} under {out}; tasks with runs: {sorted(found)}')
-        latest = resolve_run_dir(t, None, out)
-        runs = [latest] + sorted((d for d in (out/t).iterdir() if d.is_dir() and not d.is_symlink() and d.resolve() != latest.resolve()), reverse=True)
-        run = next((r for r in runs if _has_metrics(r)), None)
-        if run is not None: res[t] = run
-    return res
-
-# %% ../nbs/04_nbtools.ipynb #460695fd
-def baseline_models(models:list[str], # model names of a task
-                    task:str|None=None # its `baselines` list in tasks.yaml wins when there is one
-                   )->list[str]:
-    "The models that are baselines: named in the registry, else those with 'baseline' in their name"
-    reg = (load_registry().get(task) or {}).get('baselines') if task else None
-    return [m for m in models if (m in reg if reg else 'baseline' in m.lower())]
-
-# %% ../nbs/04_nbtools.ipynb #fe79cc57
-def _cell(mean, std, n):
-    if mean is None: return ''
-    s = f'{mean:.4f}' if abs(mean) < 1e4 else f'{mean:.4g}'
-    return s + (f' ± {std:.4f}' if n > 1 and std is not None else '')
-
-def metrics_html(df, # long frame (fold, model, metric, value), as `collect_metrics` returns
-                 task:str|None=None, # task name: its primary metrics come first, its baselines are marked
-                 max_metrics:int=12 # columns shown at most (primary metrics first)
-                )->str:
-    "HTML table: one row per model (models, then baselines), one column per metric, `mean ± std` over the folds"
-    tab = summary_table(df)
-    metrics = list(dict.fromkeys(tab['metric'].to_list()))
-    primary = [m for m in (load_registry().get(task) or {}).get('primary') or [] if m in metrics] if task else []
-    metrics = (primary + [m for m in metrics if m not in primary])[:max_metrics]
-    models = list(dict.fromkeys(tab['model'].to_list())); base = baseline_models(models, task)
-    models = [m for m in models if m not in base] + base
-    cell = {(r['model'], r['metric']): r for r in tab.iter_rows(named=True)}
-    e = html.escape
-    head = '<tr><th>model</th>' + ''.join(f'<th>{e(m)}</th>' for m in metrics) + '</tr>'
-    rows = []
-    for mo in models:
-        tds = ''.join(f'<td>{_cell(*(lambda r: (r["mean"], r["std"], r["n_folds"]) if r else (None, None, 0))(cell.get((mo, me))))}</td>' for me in metrics)
-        kind = 'baseline' if mo in base else 'model'
-        rows.append(f'<tr class="{kind}"><td>{e(mo)}{" <i>(baseline)</i>" if kind == "baseline" else ""}</td>{tds}</tr>')
-    folds = sorted(df['fold'].unique().to_list())
-    return (f'<table class="recsys-nb-metrics"><caption>mean ± std over folds {folds}</caption>'
-            f'<thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
-
-# %% ../nbs/04_nbtools.ipynb #ed23833c
-def run_plots(run:str|Path, # a run folder
-              max_plots:int=12 # at most this many
-             )->list[Path]:
-    "The run's summary chart (when `summarize` wrote one), then the PNG files of its folds"
-    run = Path(run)
-    found = ([run/'summary.png'] if (run/'summary.png').exists() else []) + sorted(run.glob('fold_*/**/*.png'))
-    return found[:max_plots]
-
-def task_report(task:str, run:str|Path, max_metrics:int=12, max_plots:int=12)->dict:
-    "What the report shows for one task: run id, parameters, metrics table (HTML), plots"
-    run = Path(run); info = load_json(run/'run.json') if (run/'run.json').exists() else {}
-    df = collect_metrics(run)
-    return {'task': task, 'run': run, 'run_id': run.name, 'params': info.get('params', {}), 'started': info.get('started'),
-            'folds': sorted(df['fold'].unique().to_list()), 'table': metrics_html(df, task, max_metrics),
-            'plots': run_plots(run, max_plots)}
-
-def show_task_report(task:str, run:str|Path, max_metrics:int=12, max_plots:int=12):
-    "Display one task's section of the report in a notebook"
-    from IPython.display import display, HTML, Markdown, Image
-    r = task_report(task, run, max_metrics, max_plots)
-    desc = (load_registry().get(task) or {}).get('description', '')
-    ps = ', '.join(f'`{k}={v!r}`' for k, v in r['params'].items()) or 'defaults'
-    display(Markdown(f"## {task}\n{desc}\n\nrun `{r['run_id']}` (started {r['started']}), folds {r['folds']}, parameters: {ps}"))
-    display(HTML(r['table']))
-    for p in r['plots']:
-        display(Markdown(f'`{p.relative_to(r["run"])}`')); display(Image(filename=str(p)))
-    return r
+# %% ../nbs/04_nbtools.ipynb #14066fdf
+def _refuse_source(path:Path):
+    "Generated files never go into the notebooks that are the project's source"
+    src = (repo_root()/'nbs').resolve()
+    if src.is_dir() and Path(path).resolve().is_relative_to(src):
+        raise ValueError(f'{path} is inside {src}, the source notebooks: write generated files elsewhere (e.g. outputs/)')
 
 # %% ../nbs/04_nbtools.ipynb #9c238f40
 def report_notebook()->Path:
@@ -285,18 +207,36 @@ def html_report(nb:str|Path)->str:
 def render_report(out:str|Path='outputs', # root of all runs
                   html_path:str|Path|None=None, # HTML file; default <out>/report.html
                   tasks:str='', # comma-separated task subset; '' = every task with runs
-                  log_output:bool=False # stream the notebook's output (papermill --log-output)
+                  log_output:bool=False, # stream the notebook's output (papermill --log-output)
+                  force:bool=False # replace files at the target that recsys-nb did not write
                  )->Path:
     "Execute the report notebook over `out` and write it as one self-contained HTML file (the executed notebook beside it)"
-    import papermill as pm
     out = Path(out).resolve(); report_runs(out, tasks or None)  # fail early, before starting a kernel
     html_path = Path(html_path) if html_path else out/'report.html'
+    nb_out = report_notebook_path(html_path)
+    for f in (html_path, nb_out):
+        _refuse_source(f)
+        if f.exists() and not force and not _is_report(f):
+            raise FileExistsError(f'{f} exists and is not a recsys-nb report: choose another --out, or pass --force to replace it')
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    nb_out = html_path.with_suffix('.ipynb')
-    pm.execute_notebook(str(report_notebook()), str(nb_out), parameters={'runs_dir': str(out), 'tasks': tasks},
-                        kernel_name='python3', cwd=str(html_path.parent), log_output=log_output, progress_bar=False)
-    atomic_write(html_path, html_report(nb_out))
+    execute_notebook(report_notebook(), nb_out, {'runs_dir': str(out), 'tasks': tasks}, cwd=html_path.parent,
+                     log_output=log_output, progress_bar=False)
+    nb = _read_nb(nb_out); nb.metadata['recsys_nb'] = {'report': True}; _write_nb(nb, nb_out)
+    atomic_write(html_path, REPORT_MARK + html_report(nb_out))
     return html_path
+
+REPORT_MARK = '<!-- recsys-nb report -->\n'
+
+def report_notebook_path(html_path:Path)->Path:
+    "The executed report notebook kept beside `html_path` (`<name>.report.ipynb`)"
+    return Path(html_path).with_suffix('.report.ipynb')
+
+def _is_report(f:Path)->bool:
+    "`f` was written by `render_report` (so it may be replaced)"
+    try:
+        if f.suffix == '.ipynb': return bool(_read_nb(f).metadata.get('recsys_nb', {}).get('report'))
+        with open(f, encoding='utf-8', errors='replace') as h: return h.read(len(REPORT_MARK)) == REPORT_MARK
+    except Exception: return False
 
 # %% ../nbs/04_nbtools.ipynb #262169fc
 def lab_command(args:list[str]|tuple=(), # arguments passed on to JupyterLab
@@ -311,42 +251,3 @@ def lab_command(args:list[str]|tuple=(), # arguments passed on to JupyterLab
     if hasattr(os, 'geteuid') and os.geteuid() == 0 and not any(a.startswith('--allow-root') or 'allow_root' in a for a in args):
         cmd.insert(3, '--allow-root')  # containers, Colab: JupyterLab refuses root otherwise
     return cmd, env
-
-# %% ../nbs/04_nbtools.ipynb #e1cb3335
-def _configure_bundle(p):
-    p.add_argument('task', help='task name (recsys-nb list)')
-    p.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='parameter value (repeatable)')
-    p.add_argument('-o', '--output', help='notebook to write (default outputs/bundles/TASK.ipynb)')
-    p.add_argument('--wheel', help='use this recsys_nb wheel instead of building one from the checkout')
-
-def _cmd_bundle(a)->int:
-    p = write_bundle(a.task, dict(a.param or []), a.output, from_text=True, wheel=a.wheel)
-    print(f'bundle written: {p} ({p.stat().st_size / 1024:.0f} KiB); upload it as a Kaggle notebook, it needs no internet')
-    return 0
-
-def _configure_report(p):
-    p.add_argument('--runs', default='outputs', help='root of all runs (default outputs)')
-    p.add_argument('--out', help='HTML file (default RUNS/report.html)')
-    p.add_argument('--tasks', default='', help='comma-separated subset of the tasks')
-    p.add_argument('--log-output', action='store_true')
-
-def _cmd_report(a)->int:
-    p = render_report(a.runs, a.out, a.tasks, a.log_output)
-    print(f'report written: {p} (executed notebook: {p.with_suffix(".ipynb")})')
-    return 0
-
-def _configure_lab(p):
-    p.prefix_chars = '\0'  # every argument, options included, is JupyterLab's
-    p.add_argument('args', nargs='*', help='passed on to JupyterLab, e.g. --port 8890 --no-browser')
-
-def _cmd_lab(a)->int:
-    cmd, env = lab_command(a.args)
-    print('starting:', ' '.join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, env=env, cwd=repo_root())
-    while True:
-        try: return proc.wait()
-        except KeyboardInterrupt: pass  # JupyterLab handles Ctrl-C itself
-
-EXTRA_COMMANDS['bundle'] = ('one self-contained notebook for offline Kaggle code competitions', _configure_bundle, _cmd_bundle)
-EXTRA_COMMANDS['report'] = ('HTML report: latest run of every task, metrics beside baselines, plots', _configure_report, _cmd_report)
-EXTRA_COMMANDS['lab'] = ('JupyterLab on the checkout with the python3 kernel (arguments passed through)', _configure_lab, _cmd_lab)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_purchase.ipynb #f98de590
 from __future__ import annotations
-import io, os, sys, shutil, tempfile, time
+import csv, io, os, sys, shutil, tempfile, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,12 +15,12 @@ from .data import register_synthetic, load_movielens, assign_folds, find_data
 
 # %% auto #0
 __all__ = ['ITEM_COLUMNS', 'VIEW_COLUMNS', 'SYN_GENRES', 'SCALARS', 'SEED_GRID', 'SEED_BEST', 'read_pairs', 'read_items',
-           'read_views', 'PurchaseData', 'load_purchase_dir', 'movielens_to_lab', 'movielens_purchase_dir',
-           'synthetic_purchase', 'purchase_data', 'stratified_folds', 'split_fold', 'FeatureSpace', 'genre_tokens',
-           'feature_space', 'scalar_features', 'local_features', 'grid_points', 'FitResult', 'fit_local',
-           'spark_session', 'to_spark', 'spark_feature_space', 'spark_features', 'spark_to_numpy', 'fit_spark',
-           'spark_predict', 'PurchaseRun', 'item_rate_baseline', 'classification_report', 'run_purchase',
-           'write_predictions', 'plot_roc', 'plot_importances']
+           'read_views', 'purchase_warnings', 'PurchaseData', 'load_purchase_dir', 'movielens_to_lab',
+           'movielens_purchase_dir', 'synthetic_purchase', 'purchase_data', 'stratified_folds', 'split_fold',
+           'check_folds', 'FeatureSpace', 'genre_tokens', 'feature_space', 'scalar_features', 'local_features',
+           'grid_points', 'FitResult', 'fit_local', 'spark_session', 'to_spark', 'spark_feature_space',
+           'spark_features', 'spark_to_numpy', 'fit_spark', 'spark_predict', 'PurchaseRun', 'item_rate_baseline',
+           'classification_report', 'run_purchase', 'write_predictions', 'plot_roc', 'plot_importances']
 
 # %% ../nbs/50_purchase.ipynb #bb174d97
 from .metrics import roc_auc, log_loss, roc_curve
@@ -29,13 +29,6 @@ from .metrics import roc_auc, log_loss, roc_curve
 ITEM_COLUMNS = ['item_id', 'channel_id', 'datetime_availability_start', 'datetime_availability_stop', 'datetime_show_start',
                 'datetime_show_stop', 'content_type', 'title', 'year', 'genres', 'region_id']
 VIEW_COLUMNS = ['user_id', 'item_id', 'ts_start', 'ts_end', 'item_type']
-
-def _read_raw(path:Path, sep:str=',')->pl.DataFrame:
-    "Every column of a delimited file as strings; a missing or malformed file is an error naming it"
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'{path}: no such file')
-    try: return pl.read_csv(path, separator=sep, infer_schema=False, quote_char=None if sep == '\t' else '"')
-    except Exception as e: raise ValueError(f'{path}: cannot be read as a {"tab" if sep == chr(9) else "comma"}-separated file with a header: {e}') from None
 
 def _need(df:pl.DataFrame, path:Path, cols:list[str]):
     missing = [c for c in cols if c not in df.columns]
@@ -59,6 +52,42 @@ def _check_unique(df:pl.DataFrame, path:Path, keys:list[str]):
     dup = ~df.select(pl.struct(keys).is_first_distinct()).to_series()
     i = _first_bad(dup)
     if i is not None: raise ValueError(f'{path}, line {i+2}: duplicate {"/".join(keys)} {tuple(df.row(i, named=True)[k] for k in keys)}')
+
+# %% ../nbs/50_purchase.ipynb #7bbfaf86
+def _not_text(path:Path, head:bytes, what:str)->str|None:
+    "Why the file that starts with `head` is no delimited text: empty, parquet, binary, a header that is not UTF-8"
+    if not head: return f'{path}: empty file (0 bytes); expected a {what}-separated file with a header line'
+    if head[:4] == b'PAR1': return f'{path}: a parquet file, not {what}-separated text'
+    if head[:2] == b'PK' or b'\0' in head: return f'{path}: binary data (e.g. a zip archive), not {what}-separated text'
+    first = head.split(b'\n', 1)[0]
+    try: first.decode('utf-8')
+    except UnicodeDecodeError as e:   # polars would read the header with replacement characters
+        if e.reason != 'unexpected end of data' or len(first) < len(head) or len(head) < 4096: return f'{path}, line 1: not UTF-8 text (byte 0x{first[e.start]:02x} at byte {e.start + 1} of the line); save the file as UTF-8'
+    return None
+
+def _why_unreadable(path:Path, sep:str)->str|None:
+    "Why a delimited file cannot be read: not UTF-8 (line and character), a line with more fields than the header"
+    data, what = path.read_bytes(), 'tab' if sep == '\t' else 'comma'
+    try: text = data.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line, col = data[:e.start].count(b'\n') + 1, e.start - data.rfind(b'\n', 0, e.start)
+        return f'{path}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at byte {col} of the line); save the file as UTF-8'
+    rows = csv.reader(io.StringIO(text), delimiter=sep, quoting=csv.QUOTE_NONE if sep == '\t' else csv.QUOTE_MINIMAL)
+    header = next(rows, [])
+    for r in rows:
+        if len(r) > len(header): return f'{path}, line {rows.line_num}: {len(r)} fields, but the header has {len(header)} ({what}-separated)'
+    return None
+
+def _read_raw(path:Path, sep:str=',')->pl.DataFrame:
+    "Every column of a delimited file as strings; a missing or malformed file is an error naming it (and the line)"
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f'{path}: no such file')
+    with open(path, 'rb') as f: head = f.read(4096)
+    if msg := _not_text(path, head, 'tab' if sep == '\t' else 'comma'): raise ValueError(msg)
+    try: return pl.read_csv(path, separator=sep, infer_schema=False, quote_char=None if sep == '\t' else '"')
+    except Exception as e:
+        msg = _why_unreadable(path, sep) or f'{path}: cannot be read as a {"tab" if sep == chr(9) else "comma"}-separated file with a header: {str(e).splitlines()[0]}'
+        raise ValueError(msg) from None
 
 # %% ../nbs/50_purchase.ipynb #78b0ae9a
 def read_pairs(path:str|Path, # train.csv, test.csv or test_labels.csv
@@ -109,6 +138,40 @@ def read_views(path:str|Path # views_programmes.csv
     if i is not None: raise ValueError(f'{path}, line {i+2}: ts_end {out["ts_end"][i]} is before ts_start {out["ts_start"][i]}')
     return out
 
+# %% ../nbs/50_purchase.ipynb #fa12f997
+def _warn(ws:list, msg:str):
+    "Show `msg` (`core.warn_data`: a DataWarning, kept for metrics.json's `warnings`) and record it in `ws`"
+    from recsys_nb.core import warn_data
+    warn_data(msg); ws.append(msg)
+
+def _eg(s:pl.Series, n:int=3)->str: return ', '.join(str(x) for x in s.head(n).to_list())
+
+def purchase_warnings(train:pl.DataFrame, test:pl.DataFrame, items:pl.DataFrame, views:pl.DataFrame|None=None,
+                      names:dict|None=None # file names for the messages: train.csv, test.csv, items.csv, views_programmes.csv
+                     )->list[str]:
+    "Warnings about unseen test users or items, items missing from items.csv, pairs in both files, repeated view rows"
+    n = {k: k for k in ('train.csv', 'test.csv', 'items.csv', 'views_programmes.csv')} | {k: str(v) for k, v in (names or {}).items() if v}
+    tr, te, ws = n['train.csv'], n['test.csv'], []
+    unseen = {}
+    for key, what in (('user_id', 'users'), ('item_id', 'items')):
+        t = test[key].unique().sort(); u = t.filter(~t.is_in(train[key].unique().implode())); unseen[key] = len(u) == len(t) > 0
+        if len(t) and len(u) * 2 >= len(t):
+            _warn(ws, f"{te}: {len(u)} of its {len(t)} {what} ({len(u) / len(t):.0%}) are not in {Path(tr).name} (e.g. {_eg(u)}): "
+                      f"their purchase counts{' and histories' if key == 'user_id' else ''} are empty")
+    if unseen['user_id'] and unseen['item_id']:
+        _warn(ws, f'{te}: no test user and no test item is in {Path(tr).name}: the model can tell test pairs apart by year and genres '
+                  f'only, and when those are equal too, every pair gets the same probability (ROC AUC 0.5)')
+    used = pl.concat([train['item_id'], test['item_id']]).unique().sort()
+    miss = used.filter(~used.is_in(items['item_id'].implode()))
+    if len(miss): _warn(ws, f"{n['items.csv']}: {len(miss)} of the {len(used)} item_id values of {Path(tr).name} and {Path(te).name} "
+                            f"({len(miss) / len(used):.1%}) are missing from it (e.g. {_eg(miss)}): their year and genre features are empty")
+    both = test.join(train, on=['user_id', 'item_id'], how='semi').sort('user_id', 'item_id')
+    if len(both): _warn(ws, f"{te}: {len(both)} (user_id, item_id) pairs are also in {Path(tr).name} (e.g. {', '.join(str(r) for r in both.head(3).select('user_id', 'item_id').rows())})")
+    if views is not None:
+        d = ~views.select(pl.struct(pl.all()).is_first_distinct()).to_series()
+        if d.any(): _warn(ws, f"{n['views_programmes.csv']}: {int(d.sum())} rows repeat an earlier row exactly (the first at line {int(d.arg_true()[0]) + 2})")
+    return ws
+
 # %% ../nbs/50_purchase.ipynb #1fc9f73d
 @dataclass
 class PurchaseData:
@@ -118,6 +181,8 @@ class PurchaseData:
     items: pl.DataFrame # item_id, title, year, genres
     views: pl.DataFrame|None = None # optional viewing log
     source: str = '' # where it came from
+    files: dict = field(default_factory=dict) # the files read: train.csv -> path, ...
+    warnings: list = field(default_factory=list) # data warnings (see below), for metrics.json
     @property
     def test_labelled(self)->bool: return len(self.test) > 0 and self.test['purchase'].null_count() == 0
     def summary(self)->dict:
@@ -140,13 +205,15 @@ def load_purchase_dir(folder:str|Path # folder with train.csv, test.csv, items.c
     missing = [n for n in ['train.csv', 'test.csv', 'items.csv'] if paths[n] is None]
     if missing: raise FileNotFoundError(f'{folder}: missing {missing} (also looked for the lab10_ prefix); present: {sorted(p.name for p in folder.iterdir())}')
     train, test = read_pairs(paths['train.csv'], True), read_pairs(paths['test.csv'], None)
+    if not len(test): raise ValueError(f"{paths['test.csv']}: no pairs (only a header): nothing to predict")
     if train['purchase'].sum() == 0: raise ValueError(f"{paths['train.csv']}: no purchase (purchase=1) at all: nothing to learn")
     if paths['test_labels.csv'] is not None:
         lab = read_pairs(paths['test_labels.csv'], True)
         test = test.drop('purchase').join(lab, on=['user_id', 'item_id'], how='left', maintain_order='left')
         if test['purchase'].null_count(): raise ValueError(f"{paths['test_labels.csv']}: {test['purchase'].null_count()} pairs of {paths['test.csv'].name} have no label")
     views = read_views(paths['views_programmes.csv']) if paths['views_programmes.csv'] else None
-    return PurchaseData(train, test, read_items(paths['items.csv']), views, str(folder))
+    items, files = read_items(paths['items.csv']), {k: str(v) for k, v in paths.items() if v}
+    return PurchaseData(train, test, items, views, str(folder), files, purchase_warnings(train, test, items, views, files))
 
 # %% ../nbs/50_purchase.ipynb #bf772f36
 from .core import cache_root  # one cache folder for every task
@@ -267,6 +334,22 @@ def split_fold(train:pl.DataFrame, fold:int=0, n_folds:int=4, seed:int=42)->tupl
     if not 0 <= fold < n_folds: raise ValueError(f'fold={fold} is outside 0..{n_folds-1}')
     f = pl.Series(stratified_folds(train, n_folds, seed))
     return train.filter(f != fold), train.filter(f == fold)
+
+# %% ../nbs/50_purchase.ipynb #105b7251
+def check_folds(data:PurchaseData, fold:int=0, n_folds:int=4,
+                cv_folds:int=3 # inner folds of the grid search (< 2: none)
+               )->None:
+    "Raise before any work when `train.csv` cannot fill the validation folds or the grid search's inner folds"
+    name = data.files.get('train.csv', 'train.csv')
+    if n_folds < 2: raise ValueError(f'n_folds={n_folds}: the validation part is one of n_folds >= 2 stratified folds of {Path(name).name}')
+    if not 0 <= fold < n_folds: raise ValueError(f'fold={fold} is outside 0..{n_folds-1}')
+    y = data.train['purchase']; pos = int(y.sum())
+    for k, what in ((pos, 'purchases (purchase=1)'), (len(y) - pos, 'non-purchases (purchase=0)')):
+        if k < n_folds: raise ValueError(f'{name}: {k} {what} cannot fill n_folds={n_folds} validation folds: use fewer folds or more data')
+        fit_k = k - -(-k // n_folds)   # in the smallest fit part
+        if cv_folds >= 2 and fit_k < cv_folds:
+            raise ValueError(f'{name}: the fit part of a fold holds only {fit_k} {what}, fewer than cv_folds={cv_folds} inner folds '
+                             f'of the grid search: use fewer folds (cv_folds=0 skips the search) or more data')
 
 # %% ../nbs/50_purchase.ipynb #7322b995
 SCALARS = ['user_purchases', 'item_purchases', 'user_attempts', 'item_attempts', 'user_addict', 'item_addict', 'year']
@@ -530,6 +613,7 @@ def run_purchase(data:PurchaseData, fold:int=0, n_folds:int=4, seed:int=42,
                 )->PurchaseRun:
     "One fold of the purchase pipeline with the chosen engine"
     if engine not in ('local', 'spark'): raise ValueError(f"engine={engine!r}: expected 'local' or 'spark'")
+    check_folds(data, fold, n_folds, cv_folds)
     t0 = time.perf_counter(); tm = {}
     fit, val = split_fold(data.train, fold, n_folds, seed)
     kw = dict(grid=grid, params=params, cv_folds=cv_folds, n_trees=n_trees, learning_rate=learning_rate, seed=seed)
@@ -561,12 +645,16 @@ def run_purchase(data:PurchaseData, fold:int=0, n_folds:int=4, seed:int=42,
         pb = item_rate_baseline(fit, data.test)
         for m, p in ((name, pt), ('item_purchase_rate', pb)):
             models[m].update({f'test_{k}': v for k, v in classification_report(data.test['purchase'], p).items()})
+    ws = list(data.warnings)
+    for part, p, labelled in (('validation pairs', pv, True), ('test pairs', pt, data.test_labelled)):
+        if labelled and len(p) and np.ptp(np.asarray(p, dtype=float)) == 0:
+            _warn(ws, f'the model gives all {len(p)} {part} the same probability {float(p[0]):.4g}: their ROC AUC is 0.5 by construction')
     search = pl.DataFrame(res.search) if res.search else pl.DataFrame({'cv_roc_auc': []})
     if res.search: models[name]['cv_roc_auc'] = max(s['cv_roc_auc'] for s in res.search)
     imp = pl.DataFrame({'feature': space.names, 'importance': np.asarray(res.importances, dtype=float)}).sort('importance', descending=True)
     metrics = {'models': models, 'engine': engine, 'exclude_self': exclude_self, 'device': 'cpu', 'fold': fold, 'n_folds': n_folds, 'best_params': res.params,
                'n_features': len(space.names), 'fit_rows': len(fit), 'valid_rows': len(val), 'test_rows': len(data.test),
-               'data': data.summary(), 'timings_s': tm}
+               'data': data.summary(), 'timings_s': tm, 'warnings': ws}
     return PurchaseRun(engine, name, metrics, valid, test, imp, search, space.names, tm)
 
 # %% ../nbs/50_purchase.ipynb #896e49cd

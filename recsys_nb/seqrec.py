@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_seqrec.ipynb #13d151a7
 from __future__ import annotations
-import math, json, time
+import math, json, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
@@ -12,13 +12,14 @@ import polars as pl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import seed_everything, get_device, autocast, atomic_path, atomic_write, save_json, progress, Timer
+from .core import seed_everything, get_device, autocast, atomic_path, atomic_write, save_json, progress, Timer, EpochCheckpoint
 from .data import register_synthetic, find_data, load_movielens, assign_folds
 
 # %% auto #0
-__all__ = ['HH_FILES', 'SESSION_SCHEMA', 'VACANCY_SCHEMA', 'PAD', 'UNK', 'MASK', 'N_SPECIAL', 'SOURCES', 'validate_schema',
-           'scan_hh', 'check_sessions', 'explode_sessions', 'filter_min_counts', 'ItemVocab', 'Seqs', 'pad_left',
-           'SeqData', 'hh_targets', 'prepare_hh', 'prepare_loo', 'synthetic_vacancies', 'synthetic_hh',
+__all__ = ['HH_FILES', 'SESSION_SCHEMA', 'VACANCY_SCHEMA', 'PQ_MAGIC', 'PAD', 'UNK', 'MASK', 'N_SPECIAL', 'SOURCES',
+           'validate_schema', 'check_parquet', 'scan_parquet', 'collect_file', 'scan_hh', 'check_sessions',
+           'explode_sessions', 'filter_min_counts', 'ItemVocab', 'Seqs', 'pad_left', 'SeqData', 'hh_warnings',
+           'ratings_warnings', 'hh_targets', 'prepare_hh', 'prepare_loo', 'synthetic_vacancies', 'synthetic_hh',
            'movielens_to_hh', 'ModelConfig', 'SeqRecModel', 'mask_items', 'chunked_cross_entropy', 'TrainConfig',
            'length_buckets', 'seq_loss', 'train_seqrec', 'recommend', 'recommend_popular', 'ranking_metrics',
            'write_submission', 'plot_history', 'load_seqrec_data', 'evaluate_model', 'run_seqrec', 'hh_submission',
@@ -57,6 +58,73 @@ def validate_schema(lf:pl.LazyFrame, # a scanned file
         if not _fits(got, want): raise ValueError(f"{path}: column {c!r} has type {schema[c]}, expected {want}")
     return lf
 
+# %% ../nbs/30_seqrec.ipynb #fde39ea9
+PQ_MAGIC = b'PAR1'
+_HEAD = 1 << 16   # bytes read to tell what a file holds
+
+def _looks_like(head:bytes)->str:
+    "What a file that is not parquet holds, judged from its first bytes"
+    if head[:2] == b'PK': return 'a zip archive (.zip, .npz, .xlsx)'
+    if b'\0' in head[:4096]: return 'binary data of another format'
+    body = head[3:] if head[:3] == b'\xef\xbb\xbf' else head
+    try: text = body.decode('utf-8')
+    except UnicodeDecodeError as e:
+        if e.reason != 'unexpected end of data' or len(head) < _HEAD:   # a character cut by the read is no error
+            line = body[:e.start].count(b'\n') + 1
+            return f'text that is not UTF-8 (byte 0x{body[e.start]:02x} on line {line})'
+        text = body[:e.start].decode('utf-8')
+    first = text.splitlines()[0][:60] if text.strip() else ''
+    kind = 'CSV text' if any(s in first for s in ',;\t') else 'text'
+    return f'{kind} (first line {first!r})'
+
+def check_parquet(path:str|Path # a file that should hold parquet
+                 )->Path:
+    "`path`, or a clear error when it is missing, empty, truncated or of another format (e.g. a CSV renamed .pq)"
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f'{path}: no such file')
+    size = path.stat().st_size
+    if size == 0: raise ValueError(f'{path}: empty file (0 bytes); expected a parquet file')
+    with open(path, 'rb') as f: head = f.read(_HEAD); f.seek(max(size - 4, 0)); tail = f.read(4)
+    if head[:4] != PQ_MAGIC: raise ValueError(f'{path}: not a parquet file: it holds {_looks_like(head)}; expected parquet (a file that starts with PAR1)')
+    if size < 12 or tail != PQ_MAGIC: raise ValueError(f'{path}: truncated parquet file ({size} bytes, the footer is missing); copy or download it again')
+    return path
+
+# %% ../nbs/30_seqrec.ipynb #19008494
+_READ_ERRORS = (pl.exceptions.PolarsError, OSError)
+
+def _column_fails(path:Path, col:str)->bool:
+    try: pl.scan_parquet(path).select(col).collect(); return False
+    except _READ_ERRORS: return True
+
+def _file_columns(path:Path)->list:
+    try: return pl.scan_parquet(path).collect_schema().names()
+    except _READ_ERRORS: return []
+
+def _unreadable(path:str|Path, e:Exception, columns=())->ValueError:
+    "A clear error for parquet data polars cannot decode, naming the file and the first column that fails"
+    bad = next((c for c in (columns or _file_columns(path)) if _column_fails(path, c)), None)
+    msg = (str(e).strip().splitlines() or [type(e).__name__])[0].removeprefix('parquet: ')
+    why = 'text in string columns must be UTF-8' if 'utf-8' in msg.lower() or 'utf8' in msg.lower() else 'the file is damaged: copy or download it again'
+    return ValueError(f"{path}{f', column {bad!r}' if bad else ''}: cannot read the parquet data ({msg}); {why}")
+
+def scan_parquet(path:str|Path # a parquet file
+                )->pl.LazyFrame:
+    "`pl.scan_parquet` after `check_parquet`; metadata that cannot be decoded is an error naming the file"
+    lf = pl.scan_parquet(check_parquet(path))
+    try: lf.collect_schema()
+    except _READ_ERRORS as e: raise _unreadable(path, e) from None
+    return lf
+
+def collect_file(lf:pl.LazyFrame, # a query over one scanned file
+                 path:str|Path="", # that file ("" = a frame in memory: errors pass unchanged)
+                 columns=() # columns to test when the data cannot be decoded (() = all of the file's)
+                )->pl.DataFrame:
+    "`lf.collect()`, with undecodable data reported as an error naming the file (and column)"
+    try: return lf.collect()
+    except _READ_ERRORS as e:
+        if not path or not Path(path).is_file(): raise
+        raise _unreadable(path, e, columns) from None
+
 # %% ../nbs/30_seqrec.ipynb #9b0973e8
 def scan_hh(data_dir:str|Path="", # folder with the hh.ru parquet files; "" = `find_data("hh_recsys", ...)`
             parts:tuple=('train', 'test', 'vacancies') # which of `HH_FILES` to scan
@@ -66,7 +134,7 @@ def scan_hh(data_dir:str|Path="", # folder with the hh.ru parquet files; "" = `f
     out = {}
     for p in parts:
         path = folder/HH_FILES[p]
-        out[p] = validate_schema(pl.scan_parquet(path), VACANCY_SCHEMA if p == 'vacancies' else SESSION_SCHEMA, path)
+        out[p] = validate_schema(scan_parquet(path), VACANCY_SCHEMA if p == 'vacancies' else SESSION_SCHEMA, path)
     return out
 
 # %% ../nbs/30_seqrec.ipynb #a796c167
@@ -75,12 +143,13 @@ def check_sessions(lf:pl.LazyFrame, # sessions, as scanned
                   )->None:
     "Raise on the first session row whose lists are misaligned or whose ids are missing"
     n = pl.col('vacancy_id').list.len()
-    bad = (lf.with_row_index('row')
-             .with_columns(n_v=n, n_t=pl.col('action_type').list.len(), n_d=pl.col('action_dt').list.len(),
-                           null_id=pl.col('vacancy_id').list.eval(pl.element().is_null()).list.any())
-             .filter((pl.col('n_v') != pl.col('n_t')) | (pl.col('n_v') != pl.col('n_d')) | pl.col('user_id').is_null()
-                     | pl.col('session_id').is_null() | pl.col('vacancy_id').is_null() | pl.col('null_id'))
-             .head(1).collect())
+    q = (lf.with_row_index('row')
+         .with_columns(n_v=n, n_t=pl.col('action_type').list.len(), n_d=pl.col('action_dt').list.len(),
+                       null_id=pl.col('vacancy_id').list.eval(pl.element().is_null()).list.any())
+         .filter((pl.col('n_v') != pl.col('n_t')) | (pl.col('n_v') != pl.col('n_d')) | pl.col('user_id').is_null()
+                 | pl.col('session_id').is_null() | pl.col('vacancy_id').is_null() | pl.col('null_id'))
+         .head(1))
+    bad = collect_file(q, path, list(SESSION_SCHEMA))
     if not len(bad): return
     r = bad.row(0, named=True)
     if r['user_id'] is None or r['session_id'] is None or r['vacancy_id'] is None or r['null_id']:
@@ -204,6 +273,7 @@ class SeqData:
     val_hist: Seqs # validation users' input
     val_targets: list # validation targets
     info: dict = field(default_factory=dict) # counts for the report
+    warnings: list = field(default_factory=list) # data warnings (see below), for metrics.json
 
 def _lists_to_targets(s:pl.Series)->list: return [np.asarray(x, np.int64) for x in s.to_list()]
 
@@ -212,6 +282,47 @@ def _fold_mask(users, fold:int, n_folds:int, seed:int)->np.ndarray:
     if n_folds <= 1: return np.ones(len(users), bool)
     if not 0 <= fold < n_folds: raise ValueError(f'fold={fold} is outside 0..{n_folds - 1}')
     return assign_folds(np.asarray(users), n_folds, seed) == fold
+
+# %% ../nbs/30_seqrec.ipynb #5f30bb30
+def _warn(ws:list, msg:str):
+    "Show `msg` (`core.warn_data`: a DataWarning, kept for metrics.json's `warnings`) and record it in `ws`"
+    from recsys_nb.core import warn_data
+    warn_data(msg); ws.append(msg)
+
+def _eg(s:pl.Series, n:int=3)->str: return ', '.join(repr(x) for x in s.head(n).to_list())
+
+_ACTION = ['user_id', 'vacancy_id', 'action_type', 'action_dt']
+
+def hh_warnings(hh:dict, # scanned files: 'train', 'test' and optionally 'vacancies'
+                paths:dict # the same keys -> file names for the messages
+               )->list[str]:
+    "Warnings about duplicated sessions or actions, and about session items missing from the vacancies table"
+    ws = []
+    for p in ('train', 'test'):
+        d = collect_file(hh[p].group_by('session_id').len().filter(pl.col('len') > 1).sort('session_id'), paths[p])
+        if d.height: _warn(ws, f"{paths[p]}: {d.height} session_id value(s) occur in more than one row (e.g. {_eg(d['session_id'])}); their actions count more than once")
+        a = collect_file(hh[p].select(_ACTION).explode(_ACTION[1:]).group_by(_ACTION).len().select((pl.col('len') - 1).sum()), paths[p]).item()
+        if a: _warn(ws, f"{paths[p]}: {a} action(s) repeat an earlier one exactly (same user_id, vacancy_id, action_type and action_dt)")
+    both = collect_file(hh['train'].select('session_id').unique().join(hh['test'].select('session_id').unique(), on='session_id', how='semi').sort('session_id'), paths['test'])
+    if both.height: _warn(ws, f"{paths['test']}: {both.height} session_id value(s) also occur in {Path(paths['train']).name} (e.g. {_eg(both['session_id'])})")
+    if 'vacancies' in hh:
+        vac = collect_file(hh['vacancies'].select('vacancy_id'), paths['vacancies'], ['vacancy_id'])
+        dup = vac.filter(pl.col('vacancy_id').is_duplicated())['vacancy_id'].unique(maintain_order=True)
+        if len(dup): _warn(ws, f"{paths['vacancies']}: {len(dup)} vacancy_id value(s) occur in more than one row (e.g. {_eg(dup)})")
+        used = pl.concat([hh[p].select(pl.col('vacancy_id').explode()) for p in ('train', 'test')]).drop_nulls().unique()
+        miss = collect_file(used.join(vac.lazy(), on='vacancy_id', how='anti').sort('vacancy_id'), paths['train'])
+        if miss.height:
+            n = collect_file(used.select(pl.len()), paths['train']).item()
+            _warn(ws, f"{paths['vacancies']}: {miss.height} of the {n} vacancy_id values in the sessions ({miss.height / n:.1%}) are missing "
+                      f"from it (e.g. {_eg(miss['vacancy_id'])}): nothing is known about them but their id")
+    return ws
+
+def ratings_warnings(ratings:pl.DataFrame # user_id, item_id, timestamp
+                    )->list[str]:
+    "Warnings about repeated rows of a ratings table (leave-one-out sources)"
+    ws, d = [], int(ratings.select(pl.struct('user_id', 'item_id', 'timestamp').is_duplicated().sum()).item())
+    if d: _warn(ws, f'ratings: {d} rows share their user_id, item_id and timestamp with another row; each counts as an interaction')
+    return ws
 
 # %% ../nbs/30_seqrec.ipynb #6938014c
 def hh_targets(test:pl.LazyFrame, # test sessions (as scanned)
@@ -231,6 +342,17 @@ def _user_seqs(ev:pl.LazyFrame, n_positions:int, item:str='token')->pl.DataFrame
     return (ev.group_by('user_id', maintain_order=True)
               .agg(pl.col(item).sort_by('action_dt', maintain_order=True).tail(n_positions).alias('seq')).collect())
 
+def _few_targets(test, ev, tg0, tg, n:int, n_folds:int, path, min_item_cnt:int, min_seq_len:int)->str:
+    "Why fewer test users than folds have a target, counted step by step"
+    users = test.select('user_id').unique()
+    n_test = users.select(pl.len()).collect().item()
+    n_known = users.join(ev.select('user_id').unique(), on='user_id', how='semi').select(pl.len()).collect().item()
+    head = 'no test users with a target' if n == 0 else f'only {n} test users with a target, fewer than n_folds={n_folds}'
+    return (f"{path}: {head}. Of its {n_test} users, {n_known} have training actions, {tg0['user_id'].n_unique()} of these apply "
+            f"(action_type 1) in a test session, {tg['user_id'].n_unique()} to a vacancy kept by min_item_cnt={min_item_cnt} and "
+            f"min_seq_len={min_seq_len}, and {n} of those have training actions on kept vacancies. A target is the first vacancy "
+            f"applied to in a test session of a user seen in training")
+
 def prepare_hh(train:pl.LazyFrame, test:pl.LazyFrame, # sessions (as scanned)
                n_positions:int=50, # longest sequence kept (the last actions)
                min_item_cnt:int=8, min_seq_len:int=8, # filters of the training actions
@@ -244,11 +366,13 @@ def prepare_hh(train:pl.LazyFrame, test:pl.LazyFrame, # sessions (as scanned)
     if not kept.height: raise ValueError(f'no training action is left after min_item_cnt={min_item_cnt}, min_seq_len={min_seq_len}')
     vocab = ItemVocab.build(kept['vacancy_id'])
     tr = _user_seqs(vocab.encode_col(kept.lazy(), 'vacancy_id'), n_positions)
-    tg = hh_targets(test, ev.select('user_id'), paths[1])
-    tg = vocab.encode_col(tg, 'vacancy_id').filter(pl.col('token') != UNK)
+    tg0 = hh_targets(test, ev.select('user_id'), paths[1])
+    tg = vocab.encode_col(tg0, 'vacancy_id').filter(pl.col('token') != UNK)
     hist = _user_seqs(vocab.encode_col(ev.join(tg.lazy().select('user_id').unique(), on='user_id', how='semi', maintain_order='left'), 'vacancy_id')
                         .filter(pl.col('token') != UNK), n_positions)
     per_user = tg.group_by('user_id', maintain_order=True).agg(pl.col('token').unique(maintain_order=True)).join(hist, on='user_id', how='inner')
+    if per_user.height < max(n_folds, 1):
+        raise ValueError(_few_targets(test, ev, tg0, tg, per_user.height, n_folds, paths[1], min_item_cnt, min_seq_len))
     in_fold = _fold_mask(per_user['user_id'].to_numpy(), fold, n_folds, seed)
     te, va = per_user.filter(pl.Series(in_fold)), per_user.filter(pl.Series(~in_fold)).head(max_val_users)
     info = dict(n_train_actions=ev.select(pl.len()).collect().item(), n_kept_actions=kept.height, n_items=vocab.n_items,
@@ -272,6 +396,7 @@ def prepare_loo(ratings:pl.DataFrame, # user_id, item_id, timestamp (any rating)
     seq = seq.with_columns(train=t.list.head(n - 2).list.tail(n_positions), val_in=t.list.head(n - 2).list.tail(n_positions),
                            val_y=t.list.slice(-2, 1), test_in=t.list.head(n - 1).list.tail(n_positions), test_y=t.list.tail(1))
     users = seq['user_id'].to_numpy()
+    if len(users) < n_folds: raise ValueError(f'only {len(users)} users have {max(min_seq_len, 3)} or more interactions after the filters, fewer than n_folds={n_folds}')
     in_fold = _fold_mask(users, fold, n_folds, seed)
     vocab.counts = np.bincount(seq['train'].explode().drop_nulls().to_numpy(), minlength=len(vocab))[N_SPECIAL:]
     val_idx = np.flatnonzero(in_fold)[:max_val_users] if max_val_users else np.zeros(0, np.int64)
@@ -279,7 +404,7 @@ def prepare_loo(ratings:pl.DataFrame, # user_id, item_id, timestamp (any rating)
     return SeqData(vocab, Seqs.from_lists(seq['train']), users[in_fold], Seqs.from_lists(te['test_in']), _lists_to_targets(te['test_y']),
                    Seqs.from_lists(va['val_in']), _lists_to_targets(va['val_y']),
                    dict(n_interactions=ev.height, n_items=vocab.n_items, n_users=len(users), n_test_users=int(in_fold.sum()),
-                        n_val_users=len(val_idx)))
+                        n_val_users=len(val_idx)), ratings_warnings(ratings))
 
 # %% ../nbs/30_seqrec.ipynb #3a18f014
 def _walks(rng, n:int, lens:np.ndarray, n_items:int, p_next:float)->np.ndarray:
@@ -488,7 +613,10 @@ def seq_loss(model:SeqRecModel, ids:torch.Tensor, tc:TrainConfig, gen:torch.Gene
 def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (tokens)
                  tc:TrainConfig, device='cpu', seed:int=42,
                  on_epoch=None, # callback(model, epoch) -> dict of validation metrics, logged per epoch
-                 verbose:bool=True)->list[dict]:
+                 verbose:bool=True,
+                 ckpt_dir:str|Path|None=None, # save the training state here after every epoch (None: off)
+                 resume:bool=False # continue from the checkpoint in `ckpt_dir` when there is one
+                )->list[dict]:
     "Train in place; returns one dict per epoch (loss, steps, seconds, and what `on_epoch` returns)"
     device = get_device(device) if isinstance(device, str) else device
     model.to(device); rng = np.random.default_rng(seed); gen = torch.Generator().manual_seed(seed)
@@ -500,8 +628,13 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': tc.weight_decay}, {'params': rest, 'weight_decay': 0.}], lr=tc.lr)
     warm = max(1, int(tc.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    hist, step = [], 0
-    for ep in range(tc.epochs):
+    hist, step, start = [], 0, 0
+    ck, gens = EpochCheckpoint(ckpt_dir), {'mask': gen}
+    if resume and (st := ck.load(model, opt, sched, gens)) is not None:
+        start, hist, step = st['epoch'] + 1, st['history'], st['step']
+        rng.bit_generator.state = st['rng']
+        if verbose: print(f'resumed from {ckpt_dir} after epoch {st["epoch"]}')
+    for ep in range(start, tc.epochs):
         if step >= total: break
         model.train(); losses = []
         with Timer(device) as tm:
@@ -516,6 +649,7 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
         if on_epoch is not None: rec.update(on_epoch(model, ep))
         if verbose: print({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()})
         hist.append(rec)
+        ck.save(model, opt, sched, {'epoch': ep, 'history': hist, 'step': step, 'rng': rng.bit_generator.state}, gens)
     return hist
 
 # %% ../nbs/30_seqrec.ipynb #9add6e1b
@@ -615,9 +749,11 @@ def load_seqrec_data(source:str='ml-1m', # one of `SOURCES`: MovieLens leave-one
         if not all((folder/f).exists() for f in HH_FILES.values()): make_synthetic('seqrec', folder, size=synthetic_size, seed=seed)
         data_dir = folder
     folder = find_data('hh_recsys', list(HH_FILES.values()), data_dir)
-    hh = scan_hh(folder)
-    return prepare_hh(hh['train'], hh['test'], n_positions, min_item_cnt, min_seq_len, **split,
-                      paths=(folder/HH_FILES['train'], folder/HH_FILES['test'])), hh
+    hh, paths = scan_hh(folder), {p: folder/f for p, f in HH_FILES.items()}
+    ws = hh_warnings(hh, paths)
+    data = prepare_hh(hh['train'], hh['test'], n_positions, min_item_cnt, min_seq_len, **split, paths=(paths['train'], paths['test']))
+    data.warnings = ws
+    return data, hh
 
 # %% ../nbs/30_seqrec.ipynb #cdbb69cd
 def evaluate_model(model, data:SeqData, k:int=100, exclude_seen:bool=True, device='cpu', precision='auto')->tuple[dict, np.ndarray]:
@@ -628,7 +764,10 @@ def evaluate_model(model, data:SeqData, k:int=100, exclude_seen:bool=True, devic
 
 def run_seqrec(data:SeqData, models:list=('bert4rec', 'sasrec'), # which models to train
                mc:ModelConfig|None=None, tc:TrainConfig|None=None, device='auto', seed:int=42,
-               exclude_seen:bool=True, k:int=100, verbose:bool=True)->dict:
+               exclude_seen:bool=True, k:int=100, verbose:bool=True,
+               ckpt_dir:str|Path|None=None, # per-epoch checkpoints in ckpt_dir/<model> (None: off)
+               resume:bool=False # continue each model from its checkpoint
+              )->dict:
     "Train and evaluate `models` and the popularity baseline; returns metrics, histories, trained models and top-k lists"
     device = get_device(device) if isinstance(device, str) else device
     mc, tc = mc or ModelConfig(), tc or TrainConfig()
@@ -641,7 +780,8 @@ def run_seqrec(data:SeqData, models:list=('bert4rec', 'sasrec'), # which models 
     for name in models:
         seed_everything(seed)
         model = SeqRecModel(len(data.vocab), ModelConfig(**{**asdict(mc), 'kind': name}))
-        res['history'][name] = train_seqrec(model, data.train, tc, device, seed, on_epoch, verbose)
+        res['history'][name] = train_seqrec(model, data.train, tc, device, seed, on_epoch, verbose,
+                                            None if ckpt_dir is None else Path(ckpt_dir)/name, resume)
         res['metrics'][name], res['topk'][name] = evaluate_model(model, data, k, exclude_seen, device, tc.precision)
         res['metrics'][name]['epoch_seconds'] = float(np.mean([h['seconds'] for h in res['history'][name]]))
         res['models'][name] = model

@@ -5,7 +5,8 @@ RECSYS_NB_BROWSER_TESTS=1. Screenshots go to outputs/test-artifacts/."""
 import json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 import papermill as pm, pytest
-from recsys_nb.runner import run_task, task_notebook
+from recsys_nb.runner import run_task
+from recsys_nb.registry import task_notebook
 from recsys_nb.nbtools import lab_command, report_notebook
 
 pytestmark = pytest.mark.browser

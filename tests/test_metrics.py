@@ -10,7 +10,8 @@ import torch
 
 from recsys_nb.metrics import (sampled_ranks, sampled_ranking_report, topk_items, full_ranking_report, judged_ranks,
                                pfound, retrieval_report, roc_auc, roc_curve, log_loss, bio_to_spans, span_prf,
-                               token_prf, collect_metrics, YANDEX_PREL)
+                               token_prf, YANDEX_PREL)
+from recsys_nb.results import collect_metrics
 
 N_CASES = 300
 

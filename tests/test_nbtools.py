@@ -4,7 +4,9 @@ from pathlib import Path
 import nbformat, papermill as pm, pytest
 from recsys_nb.core import load_json, save_json
 from recsys_nb.data import assign_folds
-from recsys_nb.runner import run_task, main, task_notebook, task_params, tasks_dir, list_tasks
+from recsys_nb.runner import run_task
+from recsys_nb.cli import main
+from recsys_nb.registry import task_notebook, task_params, tasks_dir, list_tasks
 from recsys_nb.nbtools import (INSTALL_CELL, INSTALL_TAG, BUNDLE_TAG, ensure_install_cell, build_wheel, write_bundle,
                                render_report, report_runs, lab_command)
 
@@ -136,7 +138,7 @@ def test_report_renders_every_task_with_runs(tmp_path):
     (out/'bundles').mkdir()                                      # not a task: no runs in it
     assert report_runs(out) == {'smoke': res.run_dir, 'other': good}
     html = render_report(out, tmp_path/'r'/'report.html').read_text()
-    assert (tmp_path/'r'/'report.ipynb').exists()
+    assert (tmp_path/'r'/'report.report.ipynb').exists()
     assert '<h2' in html and 'smoke' in html and 'other' in html
     assert '<td>gru</td><td>0.4000 ± 0.1000</td>' in html                        # mean ± std over the two folds
     assert '<td>pop_baseline <i>(baseline)</i></td><td>0.1500 ± 0.0500</td>' in html
@@ -158,7 +160,7 @@ def test_report_cli_errors(tmp_path, capsys):
 # ---------------------------------------------------------------- lab
 
 def test_lab_passes_arguments_through():
-    r = subprocess.run([sys.executable, '-c', 'import sys; from recsys_nb.runner import main; sys.exit(main())', 'lab', '--version'], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, '-c', 'import sys; from recsys_nb.cli import main; sys.exit(main())', 'lab', '--version'], capture_output=True, text=True, timeout=120,
                        env={**os.environ, 'PYTHONPATH': str(ROOT)})
     import jupyterlab
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == jupyterlab.__version__, (r.stdout, r.stderr)

@@ -2,7 +2,10 @@
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
-from recsys_nb.runner import run_task, main, summarize, task_params, resolve_run_dir
+from recsys_nb.runner import run_task
+from recsys_nb.cli import main
+from recsys_nb.registry import task_params
+from recsys_nb.results import summarize, resolve_run_dir
 from recsys_nb.core import load_json
 
 def test_two_folds(out):
