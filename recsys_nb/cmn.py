@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cmn.ipynb #ee3f2ad2
 from __future__ import annotations
-import re, json, math
+import re, json, math, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -21,10 +21,10 @@ from .metrics import sampled_ranking_report
 
 # %% auto #0
 __all__ = ['Candidates', 'CMNData', 'load_cmn_npz', 'save_cmn_npz', 'synthetic_cmn', 'sample_untouched', 'leave_one_out',
-           'split_validation', 'Interactions', 'epoch_batches', 'bpr_loss', 'GMF', 'masked_softmax', 'CMN', 'score_fn',
-           'train_step', 'evaluate', 'ranking_report', 'eval_table', 'seed_log', 'save_checkpoint', 'load_checkpoint',
-           'fit', 'make_optimizer', 'pretrain_gmf', 'cmn_from_gmf', 'popularity_fn', 'itemknn_fn', 'plot_history',
-           'plot_at_k']
+           'split_validation', 'Interactions', 'Hood', 'epoch_batches', 'bpr_loss', 'GMF', 'memory_scores',
+           'segment_softmax', 'memory_read', 'CMN', 'score_fn', 'train_step', 'evaluate', 'ranking_report',
+           'eval_table', 'seed_log', 'save_checkpoint', 'load_checkpoint', 'best_epoch', 'fit', 'make_optimizer',
+           'pretrain_gmf', 'cmn_from_gmf', 'popularity_fn', 'itemknn_fn', 'plot_history', 'plot_at_k']
 
 # %% ../nbs/20_cmn.ipynb #31519914
 @dataclass
@@ -280,50 +280,74 @@ def _shuffled_item_users(self:Interactions, gen:torch.Generator)->torch.Tensor:
     r = torch.rand(len(seg), generator=gen, device=self.device, dtype=torch.float64)
     return self.item_users[torch.argsort(seg.double() + r)]
 
-def _neighborhoods(self:Interactions, items:torch.Tensor, # [B] items
-                   users:torch.Tensor, # [B] querying users (fill empty neighbourhoods)
-                   max_neighbors:int=0, # cap on the neighbourhood size (0: no cap)
-                   item_users:torch.Tensor|None=None # CSR indices to read (e.g. a shuffled copy)
-                  )->tuple[torch.Tensor, torch.Tensor]:
-    "`[B, L]` neighbour users (0-padded) and `[B]` lengths >= 1 of each item"
+def _offsets(lengths:torch.Tensor)->torch.Tensor: return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+
+@dataclass
+class Hood:
+    "Flat neighbourhoods of a batch of `n` pairs: entry `e` is neighbour user `col[e]` of pair `row[e]`"
+    row: torch.Tensor # [E] pair of each entry
+    col: torch.Tensor # [E] neighbour user of each entry
+    offsets: torch.Tensor # [n + 1]: pair b owns entries offsets[b]:offsets[b + 1]
+    n_users: int # rows of the user memories
+    _by_user: tuple|None = None
+    @property
+    def n(self)->int: return len(self.offsets) - 1
+    @property
+    def lengths(self)->torch.Tensor: return self.offsets.diff()
+    def by_user(self)->tuple:
+        "(pair of each entry sorted by neighbour, offsets per user, the permutation): for the backward scatter"
+        if self._by_user is None:
+            perm = torch.argsort(self.col, stable=True)
+            self._by_user = (self.row[perm], _offsets(torch.bincount(self.col, minlength=self.n_users)), perm)
+        return self._by_user
+    def pattern(self, dtype)->torch.Tensor:
+        "The `[n, n_users]` sparsity pattern as a CSR tensor (for `sampled_addmm`)"
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')   # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(self.offsets, self.col, self.col.new_zeros(len(self.col), dtype=dtype),
+                                           (self.n, self.n_users), check_invariants=False)
+
+def _neighborhoods(self:Interactions, items:torch.Tensor, # [n] items
+                   users:torch.Tensor, # [n] querying users (left out of their pair's neighbourhood)
+                   max_neighbors:int=0, # at most this many users per item (0: all)
+                   item_users:torch.Tensor|None=None, # CSR indices to read (e.g. a shuffled copy)
+                   exclude_user:bool=True # leave the querying user out (False only to show the leak)
+                  )->Hood:
+    "Flat neighbourhoods of the pairs `(users[b], items[b])`: the users of `items[b]`, without `users[b]`"
     iu = self.item_users if item_users is None else item_users
-    deg = self.item_deg[items]
-    length = deg.clamp(max=max_neighbors) if max_neighbors else deg.clone()
-    L = max(int(length.max()), 1) if len(items) else 1
-    row = torch.repeat_interleave(torch.arange(len(items), device=self.device), length)   # only the valid slots:
-    col = torch.arange(len(row), device=self.device) - (length.cumsum(0) - length)[row]    # O(sum of lengths), not O(B * L)
-    nb = torch.zeros(len(items), L, dtype=torch.long, device=self.device)
-    nb[row, col] = iu[self.item_ptr[items][row] + col]
-    empty = deg == 0
-    nb[:, 0] = torch.where(empty, users, nb[:, 0])
-    return nb, torch.where(empty, 1, length)
+    length = self.item_deg[items]
+    if max_neighbors: length = length.clamp(max=max_neighbors)
+    base = self.item_ptr[items] - (length.cumsum(0) - length)
+    row = torch.repeat_interleave(torch.arange(len(items), device=self.device), length)
+    col = iu[base[row] + torch.arange(len(row), device=self.device)]
+    if exclude_user:
+        keep = col != users[row]
+        row, col = row[keep], col[keep]
+        length = torch.bincount(row, minlength=len(items))
+    return Hood(row, col, _offsets(length), self.n_users)
 
 Interactions.shuffled_item_users, Interactions.neighborhoods = _shuffled_item_users, _neighborhoods
 
 # %% ../nbs/20_cmn.ipynb #18da73b3
 def epoch_batches(inter:Interactions, # the training index
                   neg_count:int=4, # negatives per positive pair
-                  batch_size:int=128, # (user, pos, neg) triples per batch
-                  max_neighbors:int=0, # neighbourhood cap (0: none)
-                  gen:torch.Generator|None=None, # generator on the device
-                  neighborhoods:bool=True # also gather neighbourhoods (False for GMF)
+                  batch_size:int=1024, # positive pairs per batch
+                  gen:torch.Generator|None=None # generator on the device
                  ):
-    "Yield `(users[B], items[2B], nbrs[2B, L], lengths[2B])` batches of one epoch; `items[:B]` positive, `items[B:]` negative"
+    "Yield `(users[B], pos[B], neg[B, neg_count])` batches covering every training pair once"
     gen = gen if gen is not None else torch.Generator(inter.device)
-    u, i = inter.users.repeat(neg_count), inter.items.repeat(neg_count)
-    n = inter.sample_negatives(u, gen)
-    perm = torch.randperm(len(u), generator=gen, device=inter.device)
-    u, i, n = u[perm], i[perm], n[perm]
-    iu = inter.shuffled_item_users(gen) if neighborhoods and max_neighbors else inter.item_users
-    for s in range(0, len(u), batch_size):
-        bu, items = u[s:s+batch_size], torch.cat([i[s:s+batch_size], n[s:s+batch_size]])
-        if not neighborhoods: yield bu, items, None, None; continue
-        nb, ln = inter.neighborhoods(items, bu.repeat(2), max_neighbors, iu)
-        yield bu, items, nb, ln
+    n = len(inter)
+    perm = torch.randperm(n, generator=gen, device=inter.device)
+    u, i = inter.users[perm], inter.items[perm]
+    neg = inter.sample_negatives(u.repeat_interleave(neg_count), gen).view(n, neg_count)
+    for s in range(0, n, batch_size): yield u[s:s+batch_size], i[s:s+batch_size], neg[s:s+batch_size]
 
 # %% ../nbs/20_cmn.ipynb #f9fd2708
-def bpr_loss(pos:torch.Tensor, neg:torch.Tensor)->torch.Tensor:
-    "Mean pairwise BPR loss `-log sigmoid(pos - neg)`"
+def bpr_loss(pos:torch.Tensor, # [B] scores of the positives
+             neg:torch.Tensor # [B] or [B, K] scores of their negatives
+            )->torch.Tensor:
+    "Mean pairwise BPR loss `-log sigmoid(pos - neg)` over all (positive, negative) pairs"
+    if neg.dim() > pos.dim(): pos = pos.unsqueeze(-1)
     return -F.logsigmoid(pos - neg).mean()
 
 class GMF(nn.Module):
@@ -336,76 +360,140 @@ class GMF(nn.Module):
     def forward(self, users, items): return self.h(self.user(users) * self.item(items)).squeeze(-1)
 
 # %% ../nbs/20_cmn.ipynb #281937f3
-def masked_softmax(scores:torch.Tensor, # [B, L] raw scores
-                   lengths:torch.Tensor # [B] valid slots per row (>= 1)
-                  )->torch.Tensor:
-    "Softmax over the first `lengths[b]` entries of each row; zero elsewhere"
-    mask = torch.arange(scores.shape[1], device=scores.device)[None] < lengths[:, None]
-    return scores.masked_fill(~mask, float('-inf')).softmax(-1)
+def _bag(idx, w, offsets, weight):
+    "`out[b] = sum_{e in bag b} w[e] * weight[idx[e]]` (fused; `offsets` has one entry more than there are bags)"
+    return F.embedding_bag(idx, weight, offsets, mode='sum', per_sample_weights=w, include_last_offset=True)
+
+class _Scores(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, M, hood):
+        ctx.save_for_backward(z, M); ctx.hood = hood
+        return torch.sparse.sampled_addmm(hood.pattern(z.dtype), z, M.t(), beta=0.0).values()
+    @staticmethod
+    def backward(ctx, g):
+        z, M = ctx.saved_tensors; h, g = ctx.hood, g.contiguous(); gz = gM = None
+        if ctx.needs_input_grad[0]: gz = _bag(h.col, g, h.offsets, M)
+        if ctx.needs_input_grad[1]: row, off, perm = h.by_user(); gM = _bag(row, g[perm], off, z)
+        return gz, gM, None
+
+class _Read(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, p, C, hood):
+        ctx.save_for_backward(p, C); ctx.hood = hood
+        return _bag(hood.col, p, hood.offsets, C)
+    @staticmethod
+    def backward(ctx, g):
+        p, C = ctx.saved_tensors; h, g = ctx.hood, g.contiguous(); gp = gC = None
+        if ctx.needs_input_grad[0]: gp = torch.sparse.sampled_addmm(h.pattern(g.dtype), g, C.t(), beta=0.0).values()
+        if ctx.needs_input_grad[1]: row, off, perm = h.by_user(); gC = _bag(row, p[perm], off, g)
+        return gp, gC, None
+
+class _SegSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s, hood):
+        row = hood.row
+        mx = s.new_full((hood.n,), -math.inf).scatter_reduce_(0, row, s, 'amax')
+        p = (s - mx[row]).exp_()
+        p.div_(s.new_zeros(hood.n).index_add_(0, row, p)[row])
+        ctx.save_for_backward(p); ctx.hood = hood
+        return p
+    @staticmethod
+    def backward(ctx, g):
+        p, = ctx.saved_tensors; row = ctx.hood.row
+        gp = g * p
+        return gp.sub_(p * gp.new_zeros(ctx.hood.n).index_add_(0, row, gp)[row]), None
+
+def memory_scores(z:torch.Tensor, # [n, dim] one query per pair
+                  M:torch.Tensor, # [n_users, dim] user memory
+                  hood:Hood)->torch.Tensor:
+    "`[E]` attention logits `z[row[e]] . M[col[e]]`"
+    return _Scores.apply(z, M, hood)
+
+def segment_softmax(s:torch.Tensor, # [E] logits
+                    hood:Hood)->torch.Tensor:
+    "Softmax of `s` within each pair's entries"
+    return _SegSoftmax.apply(s, hood)
+
+def memory_read(p:torch.Tensor, # [E] attention weights
+                C:torch.Tensor, # [n_users, dim] output memory
+                hood:Hood)->torch.Tensor:
+    "`[n, dim]`: `sum_e p[e] C[col[e]]` per pair (zero for an empty neighbourhood)"
+    return _Read.apply(p, C, hood)
 
 # %% ../nbs/20_cmn.ipynb #ab88e8ed
 class CMN(nn.Module):
     "Collaborative Memory Network: user/item memories, output memory, `hops` attention hops, output module"
     def __init__(self, n_users:int, n_items:int, dim:int=50, hops:int=2,
                  user_init:np.ndarray|torch.Tensor|None=None, # [n_users, dim] initial user memory (e.g. GMF * 0.5)
-                 item_init:np.ndarray|torch.Tensor|None=None # [n_items, dim] initial item memory
+                 item_init:np.ndarray|torch.Tensor|None=None, # [n_items, dim] initial item memory
+                 output_init:np.ndarray|torch.Tensor|None=None, # [n_users, dim] initial output memory (default: random)
+                 gmf_init:np.ndarray|torch.Tensor|None=None # [dim] adds a GMF term `g . (m_u * e_i)` to the score
                 ):
         super().__init__()
         if hops < 1: raise ValueError(f'hops must be >= 1, got {hops}')
         self.hops = hops
         self.user_memory, self.item_memory, self.user_output = (nn.Embedding(n, dim) for n in (n_users, n_items, n_users))
-        for emb, init in ((self.user_memory, user_init), (self.item_memory, item_init)):
-            if init is None: nn.init.normal_(emb.weight, std=0.01); continue
+        nn.init.trunc_normal_(self.user_output.weight, std=0.01, a=-0.02, b=0.02)
+        for emb, init in ((self.user_memory, user_init), (self.item_memory, item_init), (self.user_output, output_init)):
+            if init is None:
+                if emb is not self.user_output: nn.init.normal_(emb.weight, std=0.01)
+                continue
             init = torch.as_tensor(np.asarray(init), dtype=torch.float32)
             if init.shape != emb.weight.shape: raise ValueError(f'initial embeddings have shape {tuple(init.shape)}, expected {tuple(emb.weight.shape)}')
             with torch.no_grad(): emb.weight.copy_(init)
-        nn.init.trunc_normal_(self.user_output.weight, std=0.01, a=-0.02, b=0.02)
         self.hop_maps = nn.ModuleList(nn.Linear(dim, dim) for _ in range(hops - 1))
         self.dense, self.out = nn.Linear(2 * dim, dim), nn.Linear(dim, 1, bias=False)
         for lin in [*self.hop_maps, self.dense]: nn.init.kaiming_normal_(lin.weight); nn.init.constant_(lin.bias, 1.0)
         nn.init.xavier_uniform_(self.out.weight)
+        self.gmf = None if gmf_init is None else nn.Parameter(torch.as_tensor(np.asarray(gmf_init), dtype=torch.float32).reshape(dim).clone())
 
     def l2_weights(self)->list[nn.Parameter]:
         "The weights the L2 penalty applies to: hop maps and the output module"
         return [m.weight for m in self.hop_maps] + [self.dense.weight, self.out.weight]
 
-    def forward(self, users:torch.Tensor, # [B] users
-                items:torch.Tensor, # [B] items
-                nbrs:torch.Tensor, # [B, L] neighbour users of each item (padded)
-                lengths:torch.Tensor, # [B] neighbourhood sizes
+    def forward(self, users:torch.Tensor, # [n] users
+                items:torch.Tensor, # [n] items
+                hood:Hood, # neighbourhoods of the n pairs (`Interactions.neighborhoods`)
                 return_attention:bool=False):
-        "Scores `[B]` (and the last hop's attention `[B, L]`)"
+        "Scores `[n]` (and the last hop's attention `[E]`, one weight per entry of `hood`)"
         u, e = self.user_memory(users), self.item_memory(items)
-        m, c = self.user_memory(nbrs), self.user_output(nbrs)
         z, o = u + e, None
         for h in range(self.hops):
             if h: z = F.relu(self.hop_maps[h - 1](z) + o)
-            p = masked_softmax(torch.bmm(m, z.unsqueeze(-1)).squeeze(-1), lengths)
-            o = torch.bmm(p.unsqueeze(1), c).squeeze(1)
+            p = segment_softmax(memory_scores(z.to(self.user_memory.weight.dtype), self.user_memory.weight, hood), hood)
+            o = memory_read(p, self.user_output.weight, hood).to(z.dtype)
         s = self.out(F.relu(self.dense(torch.cat([u * e, o], -1)))).squeeze(-1)
+        if self.gmf is not None: s = s + (u * e) @ self.gmf.to(u.dtype)
         return (s, p) if return_attention else s
 
 # %% ../nbs/20_cmn.ipynb #7277a9da
 def score_fn(model:nn.Module, # a `CMN` or `GMF`
              inter:Interactions|None=None, # training index (neighbourhoods; CMN only)
-             max_neighbors:int=0, # neighbourhood cap at evaluation
+             max_neighbors:int=0, # neighbourhood cap at evaluation (a fixed random subset of popular items' users)
              precision:str='auto')->Callable:
     "`f(users, items) -> scores` for evaluation"
     def f(users, items):
         with torch.no_grad(), autocast(users.device, precision):
             if isinstance(model, CMN):
-                nb, ln = inter.neighborhoods(items, users, max_neighbors, inter.eval_item_users)
-                return model(users, items, nb, ln).float()
+                iu = inter.eval_item_users if max_neighbors else None
+                return model(users, items, inter.neighborhoods(items, users, max_neighbors, iu)).float()
             return model(users, items).float()
     return f
 
-def train_step(model, opt, users, items, nbrs=None, lengths=None, l2:float=0.0, grad_clip:float=0.0, precision='auto')->float:
-    "One BPR step on a batch from `epoch_batches`; returns the loss"
-    B = len(users)
+def train_step(model:nn.Module, opt, users:torch.Tensor, pos:torch.Tensor, neg:torch.Tensor, # a batch of `epoch_batches`
+               inter:Interactions|None=None, # training index (CMN neighbourhoods)
+               max_neighbors:int=0, item_users:torch.Tensor|None=None, # cap and (shuffled) CSR of this epoch
+               l2:float=0.0, grad_clip:float=0.0, precision='auto',
+               exclude_user:bool=True # leave the user out of its items' neighbourhoods (False: the seed's leak)
+              )->torch.Tensor:
+    "One BPR step; returns the loss (a 0-d tensor)"
+    B, K = neg.shape
+    pu, pi = torch.cat([users, users.repeat_interleave(K)]), torch.cat([pos, neg.reshape(-1)])
+    is_cmn = isinstance(model, CMN)
     with autocast(users.device, precision):
-        s = model(users.repeat(2), items, nbrs, lengths) if isinstance(model, CMN) else model(users.repeat(2), items)
-        loss = bpr_loss(s[:B].float(), s[B:].float())
-        if l2 and isinstance(model, CMN): loss = loss + l2 * 0.5 * sum(w.float().pow(2).sum() for w in model.l2_weights())
+        s = model(pu, pi, inter.neighborhoods(pi, pu, max_neighbors, item_users, exclude_user)) if is_cmn else model(pu, pi)
+        loss = bpr_loss(s[:B].float(), s[B:].float().view(B, K))
+        if l2 and is_cmn: loss = loss + l2 * 0.5 * sum(w.float().pow(2).sum() for w in model.l2_weights())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip: nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -485,45 +573,73 @@ def load_checkpoint(path:str|Path, model:nn.Module, opt=None, gen:torch.Generato
     return meta
 
 # %% ../nbs/20_cmn.ipynb #28aaca7f
+def _since_best(history:list[dict])->tuple[int, int]:
+    "(index of the best validation HR@10 in `history`, epochs after it); (-1, 0) without validation"
+    hr = [h.get('val_hr@10') for h in history]
+    if not hr or hr[0] is None: return -1, 0
+    b = int(np.argmax(hr))                     # the first of equal values
+    return b, len(hr) - 1 - b
+
+def best_epoch(history:list[dict])->int|None:
+    "The epoch whose weights `fit` keeps (best validation HR@10); None without validation"
+    b = _since_best(history)[0]
+    return history[b]['epoch'] if b >= 0 else None
+
 def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
         inter:Interactions, # training index on the same device
         opt:torch.optim.Optimizer, # optimiser over `model.parameters()`
-        epochs:int=5, neg_count:int=4, batch_size:int=128,
-        max_neighbors:int=0, # CMN neighbourhood cap (0: none)
+        epochs:int=20, # at most this many epochs
+        neg_count:int=4, # negatives per positive
+        batch_size:int=1024, # positives per batch
+        max_neighbors:int=0, # CMN neighbourhood cap in training (0: none)
         l2:float=0.0, grad_clip:float=0.0,
-        val:Candidates|None=None, # validation lists scored after every epoch
+        val:Candidates|None=None, # validation lists scored after every epoch (the best epoch is kept)
+        patience:int=0, # stop after this many epochs without a validation gain (0: run all epochs)
+        eval_neighbors:int|None=None, # neighbourhood cap at validation (None: `max_neighbors`)
+        exclude_user:bool=True, # leave the user out of its items' neighbourhoods
         seed:int=0, # seed of the epoch generator
-        ckpt_dir:str|Path|None=None, # write `<kind>_epoch<N>.safetensors` here each epoch
+        ckpt_dir:str|Path|None=None, # write `<kind>_epoch<N>.safetensors` (and `<kind>_best`) here
         kind:str='cmn', # checkpoint name prefix
         resume:bool=False, # continue after the last checkpoint in `ckpt_dir`
         precision:str='auto', log:Callable|None=print, show_progress:bool=True)->list[dict]:
-    "Train with BPR; returns one dict per epoch (loss, seconds, validation hr@k/ndcg@k)"
-    dev = inter.device
+    "Train with BPR, restore the best validation epoch; returns one dict per epoch (loss, seconds, validation hr/ndcg@k)"
+    dev, is_cmn = inter.device, isinstance(model, CMN)
     gen = torch.Generator(dev).manual_seed(int(seed))
-    history, start = [], 0
+    eval_neighbors = max_neighbors if eval_neighbors is None else eval_neighbors
+    history, start, best = [], 0, None
     if resume and ckpt_dir is not None:
         start, p = last_checkpoint(ckpt_dir, kind)
         if p is not None:
             history = load_checkpoint(p, model, opt, gen).get('history', [])
             if log: log(f'Resumed from {p.name} (epoch {start})')
-    is_cmn = isinstance(model, CMN)
+        if (Path(ckpt_dir)/f'{kind}_best.safetensors').exists():
+            with safe_open(str(Path(ckpt_dir)/f'{kind}_best.safetensors'), framework='pt') as f:
+                best = {k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith('model.')}
     for ep in range(start, epochs):
+        if patience and val is not None and _since_best(history)[1] >= patience: break
         model.train(); total, nb = torch.zeros((), device=dev), 0
-        n_batches = math.ceil(len(inter) * neg_count / batch_size)
         with Timer(dev) as tm:
-            it = epoch_batches(inter, neg_count, batch_size, max_neighbors, gen, neighborhoods=is_cmn)
-            for bu, items, nbrs, lens in progress(it, total=n_batches, disable=not show_progress, leave=False, desc=f'{kind} epoch {ep}'):
-                total += train_step(model, opt, bu, items, nbrs, lens, l2, grad_clip, precision); nb += 1
+            it = epoch_batches(inter, neg_count, batch_size, gen)
+            iu = inter.shuffled_item_users(gen) if is_cmn and max_neighbors else None
+            for bu, bp, bn in progress(it, total=math.ceil(len(inter) / batch_size), disable=not show_progress, leave=False, desc=f'{kind} epoch {ep}'):
+                total += train_step(model, opt, bu, bp, bn, inter, max_neighbors, iu, l2, grad_clip, precision, exclude_user); nb += 1
         rec = {'epoch': ep, 'loss': float(total) / max(nb, 1), 'seconds': tm.seconds}
         if log: log('Epoch {}: Avg Loss/Batch {:<20,.6f}'.format(ep, rec['loss']))
         if val is not None and len(val):
             model.eval()
-            rep = ranking_report(score_fn(model, inter, max_neighbors, precision), val, dev)
+            rep = ranking_report(score_fn(model, inter, eval_neighbors, precision), val, dev)
             rec.update({f'val_{k}': v for k, v in rep.items()})
             if log: log(eval_table(rep))
         history.append(rec)
+        if _since_best(history) == (len(history) - 1, 0):
+            best = {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
+            if ckpt_dir is not None: save_checkpoint(Path(ckpt_dir)/f'{kind}_best.safetensors', model, meta={'epoch': ep})
         if ckpt_dir is not None:
             save_checkpoint(Path(ckpt_dir)/f'{kind}_epoch{ep + 1}.safetensors', model, opt, gen, {'epoch': ep + 1, 'history': history})
+    b = _since_best(history)[0]
+    if best is not None and b >= 0:
+        model.load_state_dict(best)
+        if log: log(f'Best validation epoch {history[b]["epoch"]} restored (HR@10 {history[b]["val_hr@10"]:.4f})')
     model.eval()
     return history
 
@@ -534,10 +650,11 @@ def make_optimizer(model:nn.Module, lr:float=1e-3, alpha:float=0.9, momentum:flo
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 def pretrain_gmf(inter:Interactions, # training index on the run's device
-                 dim:int=50, epochs:int=5, lr:float=1e-3, neg_count:int=4, batch_size:int=1024,
+                 dim:int=50, epochs:int=30, lr:float=3e-3, neg_count:int=4, batch_size:int=1024,
                  seed:int=0, path:str|Path|None=None, # write the embeddings here (safetensors: user, item, h)
                  resume:bool=False, # load `path` instead of training when it exists
-                 val:Candidates|None=None, log:Callable|None=print, show_progress:bool=True)->tuple[GMF, list[dict]]:
+                 val:Candidates|None=None, # validation users: early stopping, best epoch restored
+                 patience:int=3, log:Callable|None=print, show_progress:bool=True)->tuple[GMF, list[dict]]:
     "Train GMF with BPR (the authors' pretraining); returns the model and its history"
     torch.manual_seed(seed)
     gmf = GMF(inter.n_users, inter.n_items, dim).to(inter.device)
@@ -545,15 +662,23 @@ def pretrain_gmf(inter:Interactions, # training index on the run's device
         load_checkpoint(path, gmf)
         if log: log(f'GMF embeddings loaded from {path}')
         return gmf, []
-    hist = fit(gmf, inter, make_optimizer(gmf, lr), epochs, neg_count, batch_size, val=val, seed=seed, kind='gmf',
-               log=log, show_progress=show_progress)
+    hist = fit(gmf, inter, make_optimizer(gmf, lr), epochs, neg_count, batch_size, val=val, patience=patience, seed=seed,
+               kind='gmf', log=log, show_progress=show_progress)
     if path is not None: save_checkpoint(path, gmf, meta={'history': hist, 'dim': dim})
     return gmf, hist
 
-def cmn_from_gmf(gmf:GMF, hops:int=2, scale:float=0.5)->CMN:
-    "A CMN whose user and item memories start from GMF's embeddings times `scale` (0.5 in the seed)"
-    u, i = gmf.user.weight.detach(), gmf.item.weight.detach()
-    return CMN(u.shape[0], i.shape[0], u.shape[1], hops, (u * scale).cpu(), (i * scale).cpu()).to(u.device)
+def cmn_from_gmf(gmf:GMF, hops:int=2,
+                 scale:float=0.5, # memories = GMF embeddings * scale (the seed's 0.5)
+                 gmf_term:bool=False, # add GMF's score (rescaled to the memories) to CMN's output
+                 output_memory:str='random' # 'random' (the seed) or 'gmf': the output memory also starts from GMF's users
+                )->CMN:
+    "A CMN whose memories start from GMF's embeddings"
+    if output_memory not in ('random', 'gmf'): raise ValueError(f"output_memory must be 'random' or 'gmf', got {output_memory!r}")
+    u, i = (gmf.user.weight.detach() * scale).cpu(), (gmf.item.weight.detach() * scale).cpu()
+    g = (gmf.h.weight.detach().reshape(-1) / scale**2).cpu() if gmf_term else None
+    m = CMN(u.shape[0], i.shape[0], u.shape[1], hops, u, i, u if output_memory == 'gmf' else None, g)
+    if gmf_term: nn.init.zeros_(m.out.weight)      # the memory branch starts at zero: CMN = GMF before training
+    return m.to(gmf.h.weight.device)
 
 # %% ../nbs/20_cmn.ipynb #e7e9076e
 def popularity_fn(inter:Interactions)->Callable:

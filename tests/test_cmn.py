@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from recsys_nb.data import make_synthetic
 from recsys_nb.cmn import (CMN, Candidates, CMNData, Interactions, bpr_loss, epoch_batches, fit, leave_one_out,
-                           load_cmn_npz, make_optimizer, masked_softmax, sample_untouched, save_cmn_npz,
-                           split_validation, last_checkpoint, pretrain_gmf, cmn_from_gmf)
+                           load_cmn_npz, make_optimizer, segment_softmax, memory_scores, memory_read, sample_untouched,
+                           save_cmn_npz, split_validation, last_checkpoint, pretrain_gmf, cmn_from_gmf, best_epoch,
+                           score_fn, ranking_report, train_step)
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'tasks'/'cmn.ipynb'
@@ -60,14 +61,38 @@ def test_leave_one_out_negatives_untouched():
     assert not np.array_equal(leave_one_out(r, seed=2).test.neg, d.test.neg)   # the seed (fold) changes the draw
 
 
-def test_masked_softmax_ignores_padding():
-    s = torch.randn(4, 6); lengths = torch.tensor([1, 3, 6, 2])
-    p = masked_softmax(s, lengths)
-    assert torch.allclose(p.sum(1), torch.ones(4))
-    for b, n in enumerate(lengths.tolist()):
-        assert (p[b, n:] == 0).all() and torch.allclose(p[b, :n], s[b, :n].softmax(0))
-    s2 = s.clone(); s2[0, 1:] = 1e9                     # huge padded scores change nothing
-    assert torch.equal(masked_softmax(s2, lengths)[0], p[0])
+def _tiny(seed=0, n_users=20, n_items=60, n=500):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n_users, n), rng.integers(0, n_items, n)], 1)
+
+
+def test_segment_softmax_per_pair():
+    x = Interactions(_tiny(), 20, 60)
+    items, users = torch.arange(60), torch.zeros(60, dtype=torch.long)
+    h = x.neighborhoods(items, users)
+    s = torch.randn(len(h.col))
+    p = segment_softmax(s, h)
+    for b in range(60):
+        a, e = h.offsets[b].item(), h.offsets[b + 1].item()
+        if e > a: assert torch.allclose(p[a:e], s[a:e].softmax(0), atol=1e-6)
+    s2 = s.clone(); s2[h.row == 3] += 1e4                  # a huge logit in one pair changes no other pair
+    assert torch.equal(segment_softmax(s2, h)[h.row != 3], p[h.row != 3])
+
+
+def test_neighbourhood_excludes_the_query_user():
+    pairs = _tiny(1)
+    x = Interactions(pairs, 20, 60)
+    users = torch.as_tensor(pairs[:, 0]); items = torch.as_tensor(pairs[:, 1])      # training positives: the leak case
+    h = x.neighborhoods(items, users)
+    assert len(h.col) and not (h.col == users[h.row]).any()
+    full = x.neighborhoods(items, users, exclude_user=False)
+    assert (full.col == users[full.row]).any()                                      # without the fix the user is there
+    # exactly the item's users minus the query user, and nothing else
+    for b in range(0, len(users), 37):
+        want = set(x.item_users[x.item_ptr[items[b]]:x.item_ptr[items[b] + 1]].tolist()) - {users[b].item()}
+        assert set(h.col[h.row == b].tolist()) == want
+    capped = x.neighborhoods(items, users, max_neighbors=3, item_users=x.shuffled_item_users(torch.Generator().manual_seed(0)))
+    assert capped.lengths.max() <= 3 and not (capped.col == users[capped.row]).any()
 
 
 def test_sampler_never_returns_a_positive():
@@ -82,14 +107,37 @@ def test_sampler_never_returns_a_positive():
     assert set(neg[users == 0].tolist()) == {58, 59}
     keys = set(map(tuple, pairs.tolist()))
     assert not any((u, i) in keys for u, i in zip(users.tolist()[:3000], neg.tolist()[:3000]))   # independent check
-    for b in epoch_batches(x, neg_count=3, batch_size=1000, max_neighbors=5, gen=torch.Generator().manual_seed(1)):
-        users_b, items, nbrs, lengths = b
-        B = len(users_b)
-        assert x.contains(users_b, items[:B]).all() and not x.contains(users_b, items[B:]).any()
-        assert nbrs.shape[1] <= 5 and (lengths >= 1).all() and (lengths <= 5).all()
-        # every neighbour of an item is a user who interacted with it
-        ok = x.contains(nbrs, items[:, None].expand_as(nbrs)) | (torch.arange(nbrs.shape[1])[None] >= lengths[:, None])
-        assert ok.all()
+    seen = 0
+    for bu, bp, bn in epoch_batches(x, neg_count=3, batch_size=100, gen=torch.Generator().manual_seed(1)):
+        assert bn.shape == (len(bu), 3) and x.contains(bu, bp).all()
+        assert not x.contains(bu[:, None].expand_as(bn), bn).any()
+        seen += len(bu)
+    assert seen == len(x)
+
+
+def test_batch_size_does_not_change_scores():
+    torch.manual_seed(0)
+    x = Interactions(_tiny(2), 20, 60)
+    m = CMN(20, 60, dim=8, hops=2)
+    rng = np.random.default_rng(0)
+    users, items = torch.as_tensor(rng.integers(0, 20, 200)), torch.as_tensor(rng.integers(0, 60, 200))
+    with torch.no_grad():
+        whole = m(users, items, x.neighborhoods(items, users))
+        parts = torch.cat([m(users[s:s+7], items[s:s+7], x.neighborhoods(items[s:s+7], users[s:s+7])) for s in range(0, 200, 7)])
+    assert torch.allclose(whole, parts, atol=1e-5)
+    c = Candidates(np.arange(20), rng.integers(0, 60, 20), rng.integers(0, 60, (20, 30)))
+    f = score_fn(m, x)
+    assert ranking_report(f, c, batch_users=3) == ranking_report(f, c, batch_users=256)
+    # one step on a batch = the same step whatever the order of its pairs (the loss is a mean over triples)
+    bu, bp, bn = next(epoch_batches(x, 2, 64, torch.Generator().manual_seed(0)))
+    grads = []
+    for perm in (torch.arange(len(bu)), torch.randperm(len(bu), generator=torch.Generator().manual_seed(1))):
+        m.zero_grad()
+        pu, pi = torch.cat([bu[perm], bu[perm].repeat_interleave(2)]), torch.cat([bp[perm], bn[perm].reshape(-1)])
+        s = m(pu, pi, x.neighborhoods(pi, pu))
+        bpr_loss(s[:len(bu)], s[len(bu):].view(-1, 2)).backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads): assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_hop_layers_train():
@@ -100,23 +148,47 @@ def test_hop_layers_train():
     assert set(map(id, m.l2_weights())) == {id(params[k]) for k in ('hop_maps.0.weight', 'hop_maps.1.weight', 'dense.weight', 'out.weight')}
     x = Interactions(np.stack([np.arange(10).repeat(3), np.random.default_rng(0).integers(0, 12, 30)], 1), 10, 12)
     before = {k: v.detach().clone() for k, v in params.items()}
-    opt = make_optimizer(m, lr=1e-2)
-    batch = next(epoch_batches(x, 2, 16, 0, torch.Generator().manual_seed(0)))
-    from recsys_nb.cmn import train_step
-    u, items, nb, ln = batch
-    s = m(u.repeat(2), items, nb, ln); bpr_loss(s[:len(u)], s[len(u):]).backward()
-    for k in ('hop_maps.0.weight', 'hop_maps.1.weight', 'hop_maps.1.bias'):
+    u, p, n = next(epoch_batches(x, 2, 16, torch.Generator().manual_seed(0)))
+    pu, pi = torch.cat([u, u.repeat_interleave(2)]), torch.cat([p, n.reshape(-1)])
+    h = x.neighborhoods(pi, pu)
+    s = m(pu, pi, h); bpr_loss(s[:len(u)], s[len(u):].view(-1, 2)).backward()
+    for k in ('hop_maps.0.weight', 'hop_maps.1.weight', 'hop_maps.1.bias', 'user_output.weight'):
         assert params[k].grad is not None and params[k].grad.abs().sum() > 0, k
-    # numeric gradient check of one hop-map weight in float64
-    m64 = m.double(); w = m64.hop_maps[0].weight
-    f = lambda: bpr_loss(*m64(u.repeat(2), items, nb, ln).split(len(u)))
-    m64.zero_grad(); f().backward(); g = w.grad[1, 2].item()
-    with torch.no_grad():
-        w[1, 2] += 1e-6; up = f().item(); w[1, 2] -= 2e-6; down = f().item(); w[1, 2] += 1e-6
-    assert math.isclose(g, (up - down) / 2e-6, rel_tol=1e-4, abs_tol=1e-9)
+    # numeric gradient check of one hop-map weight and one memory entry in float64 (the fused sparse backward)
+    m64 = m.double()
+    f = lambda: (lambda s: bpr_loss(s[:len(u)], s[len(u):].view(-1, 2)))(m64(pu, pi, h))
+    for w, ix in ((m64.hop_maps[0].weight, (1, 2)), (m64.user_memory.weight, (int(h.col[0]), 3)), (m64.user_output.weight, (int(h.col[0]), 1))):
+        m64.zero_grad(); f().backward(); g = w.grad[ix].item()
+        with torch.no_grad():
+            w[ix] += 1e-6; up = f().item(); w[ix] -= 2e-6; down = f().item(); w[ix] += 1e-6
+        assert math.isclose(g, (up - down) / 2e-6, rel_tol=1e-4, abs_tol=1e-9)
     m.float(); opt = make_optimizer(m, lr=1e-2)
-    train_step(m, opt, u, items, nb, ln, l2=0.1, grad_clip=5.0)
+    train_step(m, opt, u, p, n, x, l2=0.1, grad_clip=5.0)
     assert not torch.equal(before['hop_maps.0.weight'], m.hop_maps[0].weight)
+
+
+def test_early_stopping_restores_best(syn):
+    d = load_cmn_npz(syn, trust_pickle=True)
+    tr, val = split_validation(d, 0, 2, 40, seed=0)
+    x = Interactions(tr.train, d.n_users, d.n_items)
+    gmf, _ = pretrain_gmf(x, dim=8, epochs=2, batch_size=128, log=None, show_progress=False)
+    torch.manual_seed(0); m = cmn_from_gmf(gmf)
+    h = fit(m, x, make_optimizer(m, lr=0.05), epochs=6, neg_count=2, batch_size=64, max_neighbors=10, val=val, patience=1,
+            log=None, show_progress=False)
+    b = int(np.argmax([r['val_hr@10'] for r in h]))
+    assert len(h) == min(b + 2, 6) and best_epoch(h) == b
+    assert ranking_report(score_fn(m, x, 10), val)['hr@10'] == pytest.approx(h[b]['val_hr@10'])
+
+
+def test_gmf_term_starts_at_gmf(syn):
+    d = load_cmn_npz(syn, trust_pickle=True)
+    x = Interactions(d.train, d.n_users, d.n_items)
+    gmf, _ = pretrain_gmf(x, dim=8, epochs=1, batch_size=128, log=None, show_progress=False)
+    c = cmn_from_gmf(gmf, gmf_term=True, output_memory='gmf')
+    users, items = torch.as_tensor(d.test.users).repeat(5), torch.as_tensor(d.test.neg[:, :5].T.reshape(-1))
+    assert torch.allclose(score_fn(c, x)(users, items), score_fn(gmf)(users, items), atol=1e-5)
+    assert torch.allclose(c.user_output.weight, gmf.user.weight * 0.5)
+    with pytest.raises(ValueError, match="output_memory must be"): cmn_from_gmf(gmf, output_memory='x')
 
 
 def test_fold_changes_validation(syn):
