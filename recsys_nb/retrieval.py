@@ -17,9 +17,11 @@ from .data import find_data, file_fingerprint, assign_folds, register_synthetic
 __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documents', 'load_queries', 'load_qrels',
            'RetrievalData', 'load_competition', 'empty_queries', 'synthetic_retrieval', 'read_cranfield',
            'cranfield_to_competition', 'load_retrieval_data', 'sample_documents', 'query_folds', 'doc_texts',
-           'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'encode', 'standardize',
-           'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents', 'info_nce',
-           'finetune', 'bm25_search', 'to_predictions', 'evaluate', 'write_submission', 'score_samples', 'per_query']
+           'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'resolve_precision', 'encode',
+           'standardize', 'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents',
+           'info_nce', 'finetune', 'layer_range', 'HiddenStates', 'lower_states', 'upper_encode', 'encode_states',
+           'finetune_retriever', 'bm25_search', 'fuse_runs', 'tune_fusion_weight', 'to_predictions', 'evaluate',
+           'write_submission', 'score_samples', 'per_query']
 
 # %% ../nbs/10_retrieval.ipynb #a61618e7
 def _line_at(text:str, pos:int)->int: return text.count('\n', 0, pos) + 1
@@ -364,15 +366,28 @@ def model_id(name_or_path:str="")->str:
         return f'{p.name}:{file_fingerprint(*files)}'
     return str(name_or_path)
 
+def resolve_precision(device, # a `torch.device` or its name
+                      precision:str="auto" # "auto", "bf16", "fp16" or "fp32"
+                     )->str:
+    "'auto' -> 'bf16' on a GPU with bf16 or a CPU with bf16 units (AVX512-BF16 / AMX), else 'fp32'; others unchanged"
+    import torch
+    dev = get_device(device) if isinstance(device, str) else device
+    if precision != 'auto': return precision
+    if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    if dev.type == 'cpu':
+        try: return 'bf16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'fp32'
+        except (AttributeError, RuntimeError): return 'fp32'
+    return 'fp32'
+
 def encode(model, # a Hugging Face encoder (`last_hidden_state`)
            tokens:Tokens, # from `tokenize`
            batch_size:int=64, # texts per forward pass
-           precision:str="auto", # autocast precision ("auto": bf16 on GPU, fp32 on CPU)
+           precision:str="auto", # autocast precision ("auto": see `resolve_precision`)
            desc:str="encoding" # progress bar label
           ):
     "Mean-pooled fp32 embeddings [n, dim] on the CPU, in the order of `tokens`, from length-sorted batches"
     import torch
-    dev = next(model.parameters()).device
+    dev = next(model.parameters()).device; precision = resolve_precision(dev, precision)
     order = np.argsort(-tokens.lengths, kind='stable'); out = None
     with torch.inference_mode():
         for s in progress(range(0, len(order), batch_size), desc=desc, leave=False):
@@ -486,22 +501,21 @@ def encode_documents(model, tokenizer, # encoder and its tokenizer
     "Pooled document embeddings, from the cache when present: (embeddings, info dict with seconds, docs/s, cached)"
     import torch
     from safetensors.torch import save_file, load_file
-    path = None
+    path = None; dev = next(model.parameters()).device; precision = resolve_precision(dev, precision)
     if cache_dir is not None and model_key is not None:
-        key = embedding_cache_key(model_key, texts, token_max_length, char_max_length)
+        key = embedding_cache_key(f'{model_key}|{precision}', texts, token_max_length, char_max_length)
         path = Path(cache_dir)/'retrieval'/'embeddings'/f'docs-{key}.safetensors'
         if path.exists():
             from safetensors import safe_open
             with safe_open(str(path), 'pt') as f: meta = f.metadata()
             emb = load_file(str(path))['embeddings']
             return emb, {'cached': True, 'cache_file': str(path), 'encode_seconds': float(meta['encode_seconds']),
-                         'docs_per_s': float(meta['docs_per_s']), 'encode_device': meta['device'], 'n_docs': len(texts)}
-    dev = next(model.parameters()).device
+                         'docs_per_s': float(meta['docs_per_s']), 'encode_device': meta['device'], 'precision': precision, 'n_docs': len(texts)}
     with Timer(dev) as tm:
         toks = tokenize(tokenizer, texts, token_max_length)
         emb = encode(model, toks, batch_size, precision, desc='documents')
     info = {'cached': False, 'encode_seconds': tm.seconds, 'docs_per_s': len(texts) / max(tm.seconds, 1e-9),
-            'encode_device': str(dev), 'n_docs': len(texts), 'mean_tokens': float(toks.lengths.mean()) if len(toks) else 0.0}
+            'encode_device': str(dev), 'precision': precision, 'n_docs': len(texts), 'mean_tokens': float(toks.lengths.mean()) if len(toks) else 0.0}
     if path is not None:
         with atomic_path(path) as tmp:
             save_file({'embeddings': emb.contiguous()}, str(tmp), metadata={'model': model_key, 'token_max_length': str(token_max_length),
@@ -559,6 +573,151 @@ def finetune(model, tokenizer, # encoder (trained in place) and its tokenizer
     model.eval()
     return losses
 
+# %% ../nbs/10_retrieval.ipynb #d33bd992
+from contextlib import contextmanager
+
+def _layers_of(model):
+    "(embeddings, encoder) of a BERT-like encoder (`embeddings`, `encoder.layer`), else an error"
+    import torch
+    emb, enc = getattr(model, 'embeddings', None), getattr(model, 'encoder', None)
+    if emb is None or not isinstance(getattr(enc, 'layer', None), torch.nn.ModuleList):
+        raise ValueError(f'{type(model).__name__}: fine-tuning with frozen lower layers needs a BERT-like encoder (.embeddings, .encoder.layer)')
+    return emb, enc
+
+@contextmanager
+def layer_range(model, lo:int, hi:int, # run only layers lo..hi-1
+                states=None # [b, L, dim] hidden states that replace the embedding output
+               ):
+    "Context in which `model(...)` runs only some of its layers, optionally on given hidden states"
+    import torch
+    emb, enc = _layers_of(model); full = enc.layer
+    enc.layer = torch.nn.ModuleList(list(full)[lo:hi])
+    if states is not None: emb.forward = lambda *a, **k: states
+    try: yield model
+    finally:
+        enc.layer = full
+        if states is not None: del emb.forward
+
+# %% ../nbs/10_retrieval.ipynb #51f65f2e
+class HiddenStates:
+    "Hidden states of tokenised texts after the frozen layers: flat [n_tokens, dim] bf16, laid out like `tokens.ids`"
+    def __init__(self, tokens:Tokens, flat): self.tokens, self.flat = tokens, flat
+    def __len__(self): return len(self.tokens)
+    def batch(self, idx:np.ndarray)->tuple:
+        "Padded (input_ids, attention_mask, states [b, L, dim]) of the texts `idx`"
+        import torch
+        ids, mask = self.tokens.batch(idx)
+        pos = np.minimum(self.tokens.offsets[idx][:, None] + np.arange(ids.shape[1])[None], len(self.flat) - 1)
+        return ids, mask, self.flat[torch.from_numpy(pos)] * mask[..., None].to(self.flat.dtype)
+
+def lower_states(model, tokens:Tokens, # encoder and tokenised texts
+                 n_lower:int, # layers to run (0: the embedding output)
+                 batch_size:int=64, precision:str="auto")->HiddenStates:
+    "Output of the embeddings and the first `n_lower` layers for every text (length-sorted batches, no grad)"
+    import torch
+    _layers_of(model); dev = next(model.parameters()).device; precision = resolve_precision(dev, precision)
+    flat = torch.empty(int(tokens.lengths.sum()), model.config.hidden_size, dtype=torch.bfloat16)
+    order = np.argsort(-tokens.lengths, kind='stable')
+    with torch.inference_mode(), layer_range(model, 0, n_lower):
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]; ids, mask = tokens.batch(idx)
+            with autocast(dev, precision): h = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+            m = mask.bool()
+            flat[torch.from_numpy(tokens.offsets[idx][:, None] + np.arange(ids.shape[1])[None])[m]] = h[m.to(dev)].to(torch.bfloat16).cpu()
+    return HiddenStates(tokens, flat)
+
+def upper_encode(model, states:HiddenStates, idx:np.ndarray, # encoder, cached states, rows to encode
+                 n_lower:int, precision:str="auto",
+                 grad:bool=False # keep the graph (training)
+                ):
+    "Mean-pooled embeddings [len(idx), dim] of rows `idx`, running only the layers above `n_lower`"
+    import torch
+    dev = next(model.parameters()).device; precision = resolve_precision(dev, precision)
+    ids, mask, h = states.batch(idx); mask = mask.to(dev)
+    with (torch.enable_grad() if grad else torch.inference_mode()), layer_range(model, n_lower, len(_layers_of(model)[1].layer), h.to(dev).float()):
+        with autocast(dev, precision): out = model(input_ids=ids.to(dev), attention_mask=mask).last_hidden_state
+    return mean_pool(out, mask)
+
+def encode_states(model, states:HiddenStates, n_lower:int, batch_size:int=64, precision:str="auto"):
+    "`upper_encode` of every row, in length-sorted batches: fp32 [n, dim] on the CPU"
+    import torch
+    order = np.argsort(-states.tokens.lengths, kind='stable'); out = torch.empty(len(states), model.config.hidden_size)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]; out[torch.from_numpy(idx)] = upper_encode(model, states, idx, n_lower, precision).float().cpu()
+    return out
+
+# %% ../nbs/10_retrieval.ipynb #b591b5bf
+def _ndcg_rows(q_emb, d_emb, qrels_rows:np.ndarray, standardization:str)->float:
+    "NDCG@10 of queries [n_q, dim] over documents, judgements as (query row, doc row, grade) rows"
+    q = pl.DataFrame({'query_id': qrels_rows[:, 0].astype(str), 'doc_id': qrels_rows[:, 1].astype(str), 'relevance': qrels_rows[:, 2]})
+    d, qq = standardize(d_emb, q_emb, standardization)
+    s, i = search(qq, d, 100)
+    return evaluate(to_predictions(np.arange(len(qq)), np.arange(len(d)), s, i), q, ks=(10,))['ndcg@10']
+
+def finetune_retriever(model, tokenizer, # encoder (trained in place; best or zero-shot weights at the end) and tokenizer
+                       docs:list[str], # the collection's texts
+                       queries:list[str], # training and validation query texts
+                       qrels:np.ndarray, # [m, 3] (query row, doc row, grade) judgements of `queries`; grade > 0 = relevant
+                       val:np.ndarray, # [len(queries)] bool: validation queries (choose the epoch; not trained on)
+                       epochs:int=4, lr:float=5e-5, batch_size:int=32, temperature:float=0.05,
+                       freeze_layers:int=4, # frozen lower layers (cached); the layers above are trained
+                       n_neg:int=1, neg_depth:int=30, # hard negatives per pair, from BM25's and the model's top neg_depth
+                       query_token_max_length:int=64, doc_token_max_length:int=256, train_doc_token_max_length:int=128,
+                       standardization:str="corpus", precision:str="auto", seed:int=42, warmup:float=0.1, batch_size_encode:int=64
+                      )->dict:
+    "Train the upper layers with hard and in-batch negatives; keep the epoch best on `val`: a history dict (+ 'doc_embeddings')"
+    import torch
+    t0 = time.perf_counter(); rng = np.random.default_rng(seed); torch.manual_seed(seed)
+    qrels = np.asarray(qrels, dtype=np.int64); val = np.asarray(val, bool); nd, nq = len(docs), len(queries)
+    n_layers = len(_layers_of(model)[1].layer)
+    if not 0 <= freeze_layers < n_layers: raise ValueError(f'freeze_layers={freeze_layers}: expected 0..{n_layers - 1} for a {n_layers}-layer encoder')
+    rel = np.zeros((nq, nd), bool); r = qrels[qrels[:, 2] > 0]; rel[r[:, 0], r[:, 1]] = True
+    pairs = r[~val[r[:, 0]], :2]; trq = np.flatnonzero(~val); vq = qrels[val[qrels[:, 0]]]
+    if len(pairs) < 2: raise ValueError(f'fine-tuning needs at least 2 relevant (query, document) pairs outside validation, got {len(pairs)}')
+    if not len(vq): raise ValueError('fine-tuning needs validation queries with judgements (val_share > 0)')
+    vrow = {q: i for i, q in enumerate(np.flatnonzero(val))}; vq = np.column_stack([[vrow[q] for q in vq[:, 0]], vq[:, 1:]])
+    S_doc = lower_states(model, tokenize(tokenizer, docs, doc_token_max_length), freeze_layers, batch_size_encode, precision)
+    S_dtr = lower_states(model, tokenize(tokenizer, docs, train_doc_token_max_length), freeze_layers, batch_size_encode, precision) if train_doc_token_max_length < doc_token_max_length else S_doc
+    S_q = lower_states(model, tokenize(tokenizer, queries, query_token_max_length), freeze_layers, batch_size_encode, precision)
+    bm = np.full((nq, neg_depth), -1, np.int64); bm[trq] = bm25_search(docs, [queries[i] for i in trq], neg_depth)[1]
+    upper = [p for l in _layers_of(model)[1].layer[freeze_layers:] for p in l.parameters()]
+    opt = torch.optim.AdamW(upper, lr=lr, weight_decay=0.01)
+    steps = epochs * math.ceil(len(pairs) / batch_size); warm = max(1, int(warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    hist = {'val_ndcg@10': [], 'train_loss': [], 'epoch_seconds': [], 'n_pairs': int(len(pairs)), 'n_train_queries': int(len(trq)),
+            'n_val_queries': int(val.sum())}
+    best, best_state, best_D = -1.0, None, None
+    for ep in range(epochs + 1):
+        model.eval(); te = time.perf_counter()
+        D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision)
+        Q = encode_states(model, S_q, freeze_layers, batch_size_encode, precision)
+        v = _ndcg_rows(Q[torch.from_numpy(np.flatnonzero(val))], D, vq, standardization); hist['val_ndcg@10'].append(v)
+        if v > best: best, best_D, best_state = v, D, {k: t.detach().clone() for k, t in model.state_dict().items()}
+        if ep == epochs: break
+        d_s, q_s = standardize(D, Q[torch.from_numpy(trq)], standardization)
+        mined = np.full((nq, neg_depth), -1, np.int64); mined[trq] = search(q_s, d_s, neg_depth)[1]
+        cand = np.concatenate([bm, mined], 1)
+        sd = (D.std(0, keepdim=True) + 1e-6) if standardization == 'corpus' else torch.ones(1, D.shape[1])
+        model.train(); perm = rng.permutation(len(pairs)); tot = []
+        for s in progress(range(0, len(pairs), batch_size), desc=f'fine-tune epoch {ep + 1}', leave=False):
+            b = pairs[perm[s:s + batch_size]]
+            if len(b) < 2: continue
+            neg = []
+            for q in b[:, 0]:
+                c = cand[q][(cand[q] >= 0)]; c = np.unique(c[~rel[q, c]])
+                neg.append(rng.choice(c, n_neg, replace=len(c) < n_neg) if len(c) else rng.integers(0, nd, n_neg))
+            dd = np.concatenate([b[:, 1]] + ([np.concatenate(neg)] if n_neg else []))
+            qe = torch.nn.functional.normalize(upper_encode(model, S_q, b[:, 0], freeze_layers, precision, grad=True) / sd, dim=1)
+            de = torch.nn.functional.normalize(upper_encode(model, S_dtr, dd, freeze_layers, precision, grad=True) / sd, dim=1)
+            fn = torch.from_numpy(rel[b[:, 0]][:, dd]); fn[torch.arange(len(b)), torch.arange(len(b))] = False
+            loss = torch.nn.functional.cross_entropy((qe @ de.T / temperature).masked_fill(fn, float('-inf')), torch.arange(len(b)))
+            opt.zero_grad(set_to_none=True); loss.backward()
+            torch.nn.utils.clip_grad_norm_(upper, 1.0); opt.step(); sched.step(); tot.append(loss.item())
+        hist['train_loss'].append(float(np.mean(tot)) if tot else float('nan')); hist['epoch_seconds'].append(time.perf_counter() - te)
+    model.load_state_dict(best_state); model.eval()
+    hist.update(best_epoch=int(np.argmax(hist['val_ndcg@10'])), seconds=time.perf_counter() - t0, doc_embeddings=best_D)
+    return hist
+
 # %% ../nbs/10_retrieval.ipynb #86eb84ca
 def bm25_search(doc_texts:list[str], query_texts:list[str], # same texts as the dense model
                 k:int=100, # results per query (capped at the collection size; 0 = all)
@@ -574,6 +733,57 @@ def bm25_search(doc_texts:list[str], query_texts:list[str], # same texts as the 
     qt = [[t for t in q if t in r.vocab_dict] for q in qt]
     idx, sc = r.retrieve(qt, k=k, show_progress=False, n_threads=1)
     return np.asarray(sc, np.float32), np.asarray(idx, np.int64)
+
+# %% ../nbs/10_retrieval.ipynb #14d3906b
+def _norm_scores(s:np.ndarray, norm:str)->np.ndarray:
+    "Per-row normalisation of a run's scores; the row minimum maps to 0"
+    s = s.astype(np.float64)
+    if norm == 'minmax': lo, sc = s.min(1, keepdims=True), np.ptp(s, 1, keepdims=True)
+    elif norm == 'zscore': sc = s.std(1, keepdims=True); lo = s.min(1, keepdims=True)
+    else: raise ValueError(f"norm={norm!r}: expected 'minmax' or 'zscore'")
+    return (s - lo) / np.where(sc > 0, sc, 1.0)
+
+def fuse_runs(runs:list, # [(scores [n_q, k_r], indices [n_q, k_r])] per system, rows in rank order
+              n_docs:int, # collection size (indices are < n_docs)
+              method:str="rrf", # "rrf" (reciprocal rank fusion) or "linear" (normalised score mix)
+              weights=None, # weight per run; None = equal (1 each for rrf, 1/len(runs) for linear)
+              k:int=100, # results per query; 0 = every document some run retrieved
+              rrf_k:float=60.0, # the RRF constant
+              norm:str="minmax" # linear: "minmax" or "zscore"
+             )->tuple[np.ndarray, np.ndarray]:
+    "Fused top-k: (scores [n_q, k] descending, document indices [n_q, k]); ties broken by document index"
+    if method not in ('rrf', 'linear'): raise ValueError(f"fusion method={method!r}: expected 'rrf' or 'linear'")
+    nq = runs[0][1].shape[0]
+    if any(i.shape[0] != nq for _, i in runs): raise ValueError(f'every run needs the same queries: got {[i.shape[0] for _, i in runs]} rows')
+    w = np.asarray(weights if weights is not None else [1.0 if method == 'rrf' else 1 / len(runs)] * len(runs), dtype=np.float64)
+    keys, vals = [], []
+    for (s, i), wr in zip(runs, w):
+        v = np.broadcast_to(1.0 / (rrf_k + 1 + np.arange(i.shape[1])), i.shape) if method == 'rrf' else _norm_scores(s, norm)
+        keys.append((np.arange(nq, dtype=np.int64)[:, None] * n_docs + i).ravel()); vals.append(wr * v.ravel())
+    u, inv = np.unique(np.concatenate(keys), return_inverse=True)
+    tot = np.bincount(inv, weights=np.concatenate(vals), minlength=len(u))
+    q, d = u // n_docs, u % n_docs
+    o = np.lexsort((d, -tot, q)); q, d, tot = q[o], d[o], tot[o]
+    cnt = np.bincount(q, minlength=nq); kk = int(cnt.min()) if k <= 0 else min(k, int(cnt.min()))
+    sel = (np.arange(len(q)) - np.repeat(np.cumsum(cnt) - cnt, cnt)) < kk
+    return tot[sel].reshape(nq, kk).astype(np.float32), d[sel].reshape(nq, kk)
+
+# %% ../nbs/10_retrieval.ipynb #26179ad6
+def tune_fusion_weight(runs:list, # [(scores, indices)] of (dense, bm25) on the TRAINING queries
+                       n_docs:int, qrels:pl.DataFrame, # judgements of those queries
+                       query_ids, doc_ids, # ids of the runs' rows and of the collection
+                       grid=None, # weights of the first run to try; None = 0, 0.05, ..., 1
+                       metric:str="ndcg@10", norm:str="minmax", k:int=100
+                      )->tuple[float, dict]:
+    "(best weight of the first run, {weight: metric}) of a two-run linear fusion"
+    grid = np.round(np.linspace(0, 1, 21), 4) if grid is None else np.asarray(grid, dtype=np.float64)
+    ks = (int(metric.split('@')[1]),) if '@' in metric else (10,)
+    res = {}
+    for w in grid:
+        s, i = fuse_runs(runs, n_docs, 'linear', [w, 1 - w], k, norm=norm)
+        res[float(w)] = evaluate(to_predictions(query_ids, doc_ids, s, i), qrels, ks=ks)[metric]
+    best = max(res, key=lambda w: (res[w], -w))
+    return best, res
 
 # %% ../nbs/10_retrieval.ipynb #83d1b139
 def to_predictions(query_ids, # [n_q] ids of the searched queries

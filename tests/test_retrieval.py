@@ -107,9 +107,9 @@ def test_encode_order_and_batch_invariance(tok):
     m = _tiny(tok)
     texts = ['short', 'a somewhat longer text about wings', 'mid length text', 'x ' * 40, 'flow past a plate']
     T = tokenize(tok, texts, max_length=32)
-    e1, e2 = encode(m, T, batch_size=2), encode(m, T, batch_size=5)
+    e1, e2 = encode(m, T, batch_size=2, precision='fp32'), encode(m, T, batch_size=5, precision='fp32')   # exactness: fp32
     torch.testing.assert_close(e1, e2, atol=1e-5, rtol=1e-5)
-    one = torch.cat([encode(m, tokenize(tok, [t], 32)) for t in texts])
+    one = torch.cat([encode(m, tokenize(tok, [t], 32), precision='fp32') for t in texts])
     torch.testing.assert_close(e1, one, atol=1e-5, rtol=1e-5)
     # against a plain padded forward pass with the tokenizer's own padding
     b = tok(texts, truncation=True, max_length=32, padding=True, return_tensors='pt')
@@ -133,6 +133,19 @@ def test_standardisation_maths():
     d, _ = standardize(D, Q, 'corpus', center=True)
     torch.testing.assert_close(d, torch.nn.functional.normalize((D - D.mean(0)) / (sd + 1e-6), dim=1))
 
+def test_bf16_encode_matches_fp32_reference(tok):
+    "all-MiniLM-L6-v2 itself: bf16 autocast vectors stay within cosine 0.999 of a plain fp32 padded forward pass"
+    m, _ = load_encoder(MINILM, 'cpu')
+    texts = ['what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft',
+             'the boundary layer in simple shear flow past a flat plate', 'flow', 'x ' * 200]
+    b = tok(texts, truncation=True, max_length=128, padding=True, return_tensors='pt')
+    with torch.no_grad(): h = m(input_ids=b['input_ids'], attention_mask=b['attention_mask']).last_hidden_state
+    ref = (h * b['attention_mask'][..., None]).sum(1) / b['attention_mask'].sum(1, keepdim=True)
+    T = tokenize(tok, texts, 128)
+    torch.testing.assert_close(encode(m, T, 2, 'fp32'), ref, atol=1e-5, rtol=1e-4)
+    cos = torch.nn.functional.cosine_similarity(encode(m, T, 2, 'bf16'), ref)
+    assert cos.min() >= 0.999 and cos.min() < 1 - 1e-7, cos      # bf16 really ran, and stayed close
+
 # ------------------------------------------------------------------ search
 
 @pytest.mark.parametrize('kind', SIMILARITIES)
@@ -149,6 +162,49 @@ def test_search_matches_brute_force(kind):
     full = similarity_matrix(Q, D, kind).numpy()
     s, i = search(Q, D, k=25, similarity=kind, chunk_size=512, query_block=10)
     np.testing.assert_array_equal(i, np.argsort(-full, axis=1, kind='stable')[:, :25])
+
+# ------------------------------------------------------------------ hybrid
+
+def test_rrf_hand_made():
+    # run A ranks docs 3, 1, 4; run B ranks 1, 0, 3 (scores are ignored by RRF)
+    A = (np.array([[9., 8., 7.]]), np.array([[3, 1, 4]])); B = (np.array([[0.3, 0.2, 0.1]]), np.array([[1, 0, 3]]))
+    s, i = fuse_runs([A, B], n_docs=6, method='rrf', k=0, rrf_k=60)
+    exp = {1: 1/62 + 1/61, 3: 1/61 + 1/63, 0: 1/62, 4: 1/63}
+    assert i[0].tolist() == [1, 3, 0, 4]
+    np.testing.assert_allclose(s[0], [exp[d] for d in i[0]], rtol=1e-6)
+    s, i = fuse_runs([A, B], 6, 'rrf', weights=[3, 1], k=2)       # weighted: A's first document wins
+    assert i[0].tolist() == [3, 1]
+
+@pytest.mark.parametrize('norm', ['minmax', 'zscore'])
+def test_linear_fusion_matches_dense_formula(norm):
+    rng = np.random.default_rng(0); nq, nd = 4, 30
+    full = [rng.normal(size=(nq, nd)) * sc for sc in (1, 10)]
+    runs = [(np.take_along_axis(S, o, 1), o) for S in full for o in [np.argsort(-S, 1)]]
+    def nz(S):
+        x = (S - S.min(1, keepdims=True)) / np.ptp(S, 1, keepdims=True) if norm == 'minmax' else S / S.std(1, keepdims=True)
+        return x - x.min(1, keepdims=True)
+    ref = 0.3 * nz(full[0]) + 0.7 * nz(full[1])
+    s, i = fuse_runs(runs, nd, 'linear', [0.3, 0.7], k=10, norm=norm)
+    np.testing.assert_array_equal(i, np.argsort(-ref, 1, kind='stable')[:, :10])
+    np.testing.assert_allclose(s, -np.sort(-ref, 1)[:, :10], rtol=1e-5, atol=1e-6)
+    # top-k runs: a document missing from a run gets that run's minimum (0)
+    s5, i5 = fuse_runs([(r[0][:, :5], r[1][:, :5]) for r in runs], nd, 'linear', [0.5, 0.5], k=0, norm=norm)
+    assert i5.shape[1] >= 5 and (np.diff(s5, axis=1) <= 1e-7).all()
+
+def test_fusion_bad_input():
+    A = (np.zeros((2, 3)), np.zeros((2, 3), np.int64)); B = (np.zeros((1, 3)), np.zeros((1, 3), np.int64))
+    with pytest.raises(ValueError, match='same queries'): fuse_runs([A, B], 5)
+    with pytest.raises(ValueError, match="expected 'minmax' or 'zscore'"): fuse_runs([A, A], 5, 'linear', norm='l2')
+
+def test_tuned_weight_uses_the_better_run(syn):
+    d = load_competition(syn); dt, qt = doc_texts(d.docs), query_texts(d.queries)
+    bm = bm25_search(dt, qt, k=0)
+    S = np.random.default_rng(1).normal(size=bm[0].shape); o = np.argsort(-S, 1)
+    noise = (np.take_along_axis(S, o, 1), o)
+    w, table = tune_fusion_weight([noise, bm], len(d.docs), d.qrels, d.queries['query_id'], d.docs['id'])
+    assert w <= 0.5 and table[0.0] > table[1.0] + 0.3 and table[w] == max(table.values())
+    w2, _ = tune_fusion_weight([bm, noise], len(d.docs), d.qrels, d.queries['query_id'], d.docs['id'])
+    assert w2 >= 0.5
 
 # ------------------------------------------------------------------ evaluation and submission
 
@@ -202,16 +258,17 @@ def test_pipeline_notebook_on_synthetic(syn, tiny_dir, tmp_path):
     pytest.importorskip('recsys_nb.metrics')
     from recsys_nb.runner import run_task
     common = {'data_dir': str(syn), 'model_name': str(tiny_dir), 'cache_dir': str(tmp_path/'cache'), 'doc_token_max_length': 32,
-              'n_folds': 2, 'submit_k': 5}
+              'n_folds': 2, 'submit_k': 5, 'epochs': 0}
     res = run_task('retrieval', folds=[0, 1], params=common, out=tmp_path/'out')
     assert res.ok, res.errors
     for f in (0, 1):
         m = res.metrics[f]
-        assert set(m['models']) == {'dense', 'bm25'}
-        for model in ('dense', 'bm25'):
+        assert set(m['models']) == {'dense', 'bm25', 'hybrid_rrf', 'hybrid_linear'}
+        for model in m['models']:
             assert set(m['models'][model]) == {'pfound', 'pfound_yandex', 'ndcg@10', 'recall@100', 'mrr@10'}
             assert all(0 <= v <= 1 for v in m['models'][model].values())
         assert m['models']['bm25']['ndcg@10'] > 0.8           # the synthetic queries name their documents' words
+        assert 0 <= m['fusion']['linear_weight_dense'] <= 1 and len(m['fusion']['weight_grid_train_ndcg@10']) == 21
         assert m['encode_docs_per_s'] > 0 and m['device'] == 'cpu' and m['finetune_losses'] == []
         d = res.run_dir/f'fold_{f}'
         sub = pd.read_csv(d/'submission.csv')
@@ -222,7 +279,14 @@ def test_pipeline_notebook_on_synthetic(syn, tiny_dir, tmp_path):
     # fold 1 read the document embeddings fold 0 cached; the test queries' submission is the same
     assert res.metrics[0]['embeddings_cached'] is False and res.metrics[1]['embeddings_cached'] is True
     assert (res.run_dir/'fold_0'/'submission.csv').read_bytes() == (res.run_dir/'fold_1'/'submission.csv').read_bytes()
-    ft = run_task('retrieval', folds=[1], params={**common, 'epochs': 2, 'train_batch_size': 8, 'lr': 1e-3}, out=tmp_path/'ft')
+    ft = run_task('retrieval', folds=[1], params={**common, 'epochs': 2, 'train_batch_size': 8, 'lr': 3e-3, 'freeze_layers': 1,
+                                                  'train_doc_token_max_length': 16, 'val_share': 0.3}, out=tmp_path/'ft')
     assert ft.ok, ft.errors
     m = ft.metrics[1]
-    assert len(m['finetune_losses']) == 2 and m['finetune_losses'][1] < m['finetune_losses'][0] and m['embeddings_cached'] is False
+    assert len(m['finetune_losses']) == 2 and m['finetune_losses'][1] < m['finetune_losses'][0]
+    assert set(m['models']) == {'dense', 'dense_zero_shot', 'bm25', 'hybrid_rrf', 'hybrid_linear'}
+    f = m['finetune']; assert len(f['val_ndcg@10']) == 3 and f['best_epoch'] == int(np.argmax(f['val_ndcg@10']))
+    assert f['n_val_queries'] == 3 and f['n_train_queries'] == 7          # 10 training queries of fold 1, 30% held out
+    if f['best_epoch'] == 0: assert m['models']['dense'] == m['models']['dense_zero_shot']   # fell back to zero-shot
+    else: assert m['models']['dense'] != m['models']['dense_zero_shot']
+    assert m['models']['dense_zero_shot'] == res.metrics[1]['models']['dense']   # the same zero-shot run as without fine-tuning
