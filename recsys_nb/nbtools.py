@@ -14,10 +14,10 @@ from .runner import (EXTRA_COMMANDS, tasks_dir, task_notebook, task_params, reso
                               summary_table, load_registry, list_tasks, NOT_TASKS)
 
 # %% auto #0
-__all__ = ['INSTALL_TAG', 'INSTALL_CELL', 'BUNDLE_TAG', 'ensure_install_cell', 'build_wheel', 'set_param_values',
+__all__ = ['INSTALL_TAG', 'INSTALL_CELL', 'BUNDLE_TAG', 'REPORT_MARK', 'ensure_install_cell', 'build_wheel', 'set_param_values',
            'bundle_install_cell', 'bundle_notebook', 'write_bundle', 'report_runs', 'baseline_models', 'metrics_html',
            'run_plots', 'task_report', 'show_task_report', 'report_notebook', 'html_report', 'render_report',
-           'lab_command']
+           'report_notebook_path', 'lab_command']
 
 # %% ../nbs/04_nbtools.ipynb #70729f9b
 INSTALL_TAG = 'install-recsys-nb'
@@ -68,6 +68,7 @@ def build_wheel(dest:str|Path, # folder the wheel is written to
             if (root/f).exists(): shutil.copy(root/f, st/f)
         if not (st/'README.md').exists(): (st/'README.md').write_text('recsys_nb\n')
         shutil.copytree(root/'recsys_nb', st/'recsys_nb', ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        if (root/'data'/'SHA256SUMS').exists(): shutil.copytree(root/'data', st/'data')   # the default data sets
         tdir = st/'recsys_nb'/'tasks'; tdir.mkdir(exist_ok=True)
         for f in [*tasks_dir().glob('*.ipynb'), *tasks_dir().glob('*.yaml')]:
             if not f.name.startswith('_'): shutil.copy(f, tdir/f.name)
@@ -161,16 +162,25 @@ def write_bundle(task:str, # task name
                  params:dict|None=None, # parameter values
                  out:str|Path|None=None, # notebook to write; default outputs/bundles/<task>.ipynb
                  from_text:bool=False, # `params` values are command-line text
-                 wheel:str|Path|None=None # a prebuilt wheel
+                 wheel:str|Path|None=None, # a prebuilt wheel
+                 force:bool=False # replace `out` when it exists
                 )->Path:
-    "Write `bundle_notebook(task, params)` to `out`"
-    nb = bundle_notebook(task, params, from_text, wheel)
+    "Write `bundle_notebook(task, params)` to `out`; an existing file is only replaced with `force`"
     out = Path(out) if out else Path('outputs')/'bundles'/f'{task}.ipynb'
+    if out.exists() and not force: raise FileExistsError(f'{out} exists: choose another -o, or pass --force to replace it')
+    _refuse_source(out)
+    nb = bundle_notebook(task, params, from_text, wheel)
     _write_nb(nb, out)
     return out
 
 # %% ../nbs/04_nbtools.ipynb #1daa5b8d
 def _has_metrics(run:Path)->bool: return any(run.glob('fold_*/metrics.json'))
+
+def _refuse_source(path:Path):
+    "Generated files never go into the notebooks that are the project's source"
+    src = (repo_root()/'nbs').resolve()
+    if src.is_dir() and Path(path).resolve().is_relative_to(src):
+        raise ValueError(f'{path} is inside {src}, the source notebooks: write generated files elsewhere (e.g. outputs/)')
 
 def report_runs(out:str|Path='outputs', # root of all runs
                 tasks:str|list|None=None # task names (list or comma-separated); default every task with runs
@@ -285,18 +295,37 @@ def html_report(nb:str|Path)->str:
 def render_report(out:str|Path='outputs', # root of all runs
                   html_path:str|Path|None=None, # HTML file; default <out>/report.html
                   tasks:str='', # comma-separated task subset; '' = every task with runs
-                  log_output:bool=False # stream the notebook's output (papermill --log-output)
+                  log_output:bool=False, # stream the notebook's output (papermill --log-output)
+                  force:bool=False # replace files at the target that recsys-nb did not write
                  )->Path:
     "Execute the report notebook over `out` and write it as one self-contained HTML file (the executed notebook beside it)"
-    import papermill as pm
+    from recsys_nb.runner import execute_notebook
     out = Path(out).resolve(); report_runs(out, tasks or None)  # fail early, before starting a kernel
     html_path = Path(html_path) if html_path else out/'report.html'
+    nb_out = report_notebook_path(html_path)
+    for f in (html_path, nb_out):
+        _refuse_source(f)
+        if f.exists() and not force and not _is_report(f):
+            raise FileExistsError(f'{f} exists and is not a recsys-nb report: choose another --out, or pass --force to replace it')
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    nb_out = html_path.with_suffix('.ipynb')
-    pm.execute_notebook(str(report_notebook()), str(nb_out), parameters={'runs_dir': str(out), 'tasks': tasks},
-                        kernel_name='python3', cwd=str(html_path.parent), log_output=log_output, progress_bar=False)
-    atomic_write(html_path, html_report(nb_out))
+    execute_notebook(report_notebook(), nb_out, {'runs_dir': str(out), 'tasks': tasks}, cwd=html_path.parent,
+                     log_output=log_output, progress_bar=False)
+    nb = _read_nb(nb_out); nb.metadata['recsys_nb'] = {'report': True}; _write_nb(nb, nb_out)
+    atomic_write(html_path, REPORT_MARK + html_report(nb_out))
     return html_path
+
+REPORT_MARK = '<!-- recsys-nb report -->\n'
+
+def report_notebook_path(html_path:Path)->Path:
+    "The executed report notebook kept beside `html_path` (`<name>.report.ipynb`)"
+    return Path(html_path).with_suffix('.report.ipynb')
+
+def _is_report(f:Path)->bool:
+    "`f` was written by `render_report` (so it may be replaced)"
+    try:
+        if f.suffix == '.ipynb': return bool(_read_nb(f).metadata.get('recsys_nb', {}).get('report'))
+        with open(f, encoding='utf-8', errors='replace') as h: return h.read(len(REPORT_MARK)) == REPORT_MARK
+    except Exception: return False
 
 # %% ../nbs/04_nbtools.ipynb #262169fc
 def lab_command(args:list[str]|tuple=(), # arguments passed on to JupyterLab
@@ -318,9 +347,10 @@ def _configure_bundle(p):
     p.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='parameter value (repeatable)')
     p.add_argument('-o', '--output', help='notebook to write (default outputs/bundles/TASK.ipynb)')
     p.add_argument('--wheel', help='use this recsys_nb wheel instead of building one from the checkout')
+    p.add_argument('--force', action='store_true', help='replace the output notebook when it exists')
 
 def _cmd_bundle(a)->int:
-    p = write_bundle(a.task, dict(a.param or []), a.output, from_text=True, wheel=a.wheel)
+    p = write_bundle(a.task, dict(a.param or []), a.output, from_text=True, wheel=a.wheel, force=a.force)
     print(f'bundle written: {p} ({p.stat().st_size / 1024:.0f} KiB); upload it as a Kaggle notebook, it needs no internet')
     return 0
 
@@ -329,10 +359,11 @@ def _configure_report(p):
     p.add_argument('--out', help='HTML file (default RUNS/report.html)')
     p.add_argument('--tasks', default='', help='comma-separated subset of the tasks')
     p.add_argument('--log-output', action='store_true')
+    p.add_argument('--force', action='store_true', help='replace files at --out that recsys-nb did not write')
 
 def _cmd_report(a)->int:
-    p = render_report(a.runs, a.out, a.tasks, a.log_output)
-    print(f'report written: {p} (executed notebook: {p.with_suffix(".ipynb")})')
+    p = render_report(a.runs, a.out, a.tasks, a.log_output, a.force)
+    print(f'report written: {p} (executed notebook: {report_notebook_path(p)})')
     return 0
 
 def _configure_lab(p):

@@ -7,17 +7,18 @@ from __future__ import annotations
 import os, sys, ast, json, time, shutil, argparse, traceback, datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait, FIRST_COMPLETED
 from typing import Any
 import yaml
 from .core import save_json, load_json, atomic_write, new_run_dir, params_hash
 from .data import repo_root
 
 # %% auto #0
-__all__ = ['TASKS_ENV', 'NOT_TASKS', 'PATH_SUFFIXES', 'EXTRA_COMMANDS', 'CLI_PLUGINS', 'tasks_dir', 'load_registry', 'list_tasks',
-           'task_notebook', 'Param', 'task_params', 'coerce_param', 'resolve_params', 'FoldResult', 'RunResult',
-           'absolute_paths', 'run_task', 'resolve_run_dir', 'summary_table', 'markdown_table', 'plot_summary',
-           'summarize', 'demo', 'build_parser', 'main']
+__all__ = ['TASKS_ENV', 'NOT_TASKS', 'LIVE_KERNELS', 'PATH_SUFFIXES', 'EXTRA_COMMANDS', 'CLI_PLUGINS', 'tasks_dir',
+           'load_registry', 'list_tasks', 'task_notebook', 'parse_check', 'check_value', 'Param', 'task_params',
+           'coerce_param', 'resolve_params', 'check_params', 'kernel_manager_class', 'kill_live_kernels',
+           'execute_notebook', 'FoldResult', 'RunResult', 'absolute_paths', 'run_task', 'resolve_run_dir', 'run_status',
+           'summary_table', 'markdown_table', 'plot_summary', 'summarize', 'demo', 'build_parser', 'main']
 
 # %% ../nbs/03_runner.ipynb #3ec5a2af
 TASKS_ENV = 'RECSYS_NB_TASKS_DIR'
@@ -51,11 +52,49 @@ def task_notebook(task:str)->Path:
     if not p.exists(): raise KeyError(f'unknown task {task!r}; tasks: {", ".join(list_tasks())}')
     return p
 
+# %% ../nbs/03_runner.ipynb #1ffaa077
+import re as _re
+_NUM = r'(-?inf|-?\d+(?:\.\d*)?(?:e-?\d+)?)'
+_INTERVAL = _re.compile(r'(each\s+)?([\[(])\s*' + _NUM + r'\s*,\s*' + _NUM + r'\s*([\])])\s*$')
+_CHOICES = _re.compile(r'(each\s+)?\{([^{}]+)\}\s*$')
+_NONEMPTY = _re.compile(r'\bnonempty\s*$')
+
+def parse_check(comment:str # the comment after a parameter
+               )->tuple[str, Any]:
+    "(spec text, checker) from the end of `comment`; ('', None) when it states none"
+    c = comment.strip()
+    if m := _INTERVAL.search(c):
+        each, lo_b, lo, hi, hi_b = m.groups()
+        lo, hi = float(lo), float(hi)
+        def ok(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and \
+                   (v >= lo if lo_b == '[' else v > lo) and (v <= hi if hi_b == ']' else v < hi)
+        return m.group(0).strip(), _each(ok) if each else ok
+    if m := _CHOICES.search(c):
+        each, choices = m.group(1), [x.strip() for x in m.group(2).split('|')]
+        ok = lambda v: str(v) in choices
+        return m.group(0).strip(), _each(ok) if each else ok
+    if m := _NONEMPTY.search(c): return 'nonempty', lambda v: len(v) > 0
+    return '', None
+
+def _each(ok): return lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(ok(x) for x in v)
+
+def check_value(p:Param, # declared parameter
+                value:Any # its (typed) value
+               )->Any:
+    "`value`, or a `ValueError` naming the parameter, what it accepts and what it got"
+    spec, ok = parse_check(p.help)
+    if ok is None or value is None: return value
+    try: good = ok(value)
+    except TypeError: good = False
+    if not good: raise ValueError(f'parameter {p.name!r} must be {spec} ({p.help.split("  ")[0].strip()}); got {value!r}')
+    return value
+
 # %% ../nbs/03_runner.ipynb #e79f7567
 @dataclass
 class Param:
     "A parameter declared in a pipeline notebook"
-    name:str; type:str; default:Any; help:str
+    name:str; type:str; default:Any; help:str; check:str=''
 
 def _literal(s):
     try: return ast.literal_eval(s)
@@ -72,7 +111,8 @@ def task_params(task:str)->dict[str, Param]:
         default = _literal(d['default'])
         t = d['inferred_type_name']
         if t in (None, 'None'): t = type(default).__name__ if default is not None else 'any'
-        out[n] = Param(n, t, default, d.get('help') or '')
+        h = d.get('help') or ''
+        out[n] = Param(n, t, default, h, parse_check(h)[0])
     return out
 
 # %% ../nbs/03_runner.ipynb #9ce06369
@@ -114,7 +154,68 @@ def resolve_params(task:str, # task name
     params = dict(params or {})
     unknown = [k for k in params if k not in declared]
     if unknown: raise KeyError(f'task {task!r} does not declare parameter(s) {unknown}; it declares: {", ".join(declared)}')
-    return {k: coerce_param(declared[k], v, from_text) for k, v in params.items()}
+    typed = {k: coerce_param(declared[k], v, from_text) for k, v in params.items()}
+    for k, p in declared.items(): check_value(p, typed.get(k, p.default))   # defaults too: a bad default is a bug
+    return typed
+
+# %% ../nbs/03_runner.ipynb #05138930
+def check_params(task:str, # task name (its notebook declares the ranges)
+                 values:dict # name -> value, e.g. `globals()` of the running notebook
+                )->dict:
+    "Check every declared parameter found in `values` against its range or choices; returns them"
+    declared = task_params(task)
+    return {k: check_value(p, values[k]) for k, p in declared.items() if k in values}
+
+# %% ../nbs/03_runner.ipynb #36f5a8d7
+_KM = None
+LIVE_KERNELS:set = set() # kernel managers of the notebooks running now (interrupts kill them)
+
+def kernel_manager_class():
+    "A jupyter_client kernel manager that starts `sys.executable -m ipykernel_launcher` (IPC sockets on POSIX)"
+    global _KM
+    if _KM is not None: return _KM
+    import tempfile
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec
+    class HereKernelManager(AsyncKernelManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._kernel_spec = KernelSpec(argv=[sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+                                           display_name=f'Python ({sys.executable})', language='python', env={}, metadata={})
+            if os.name == 'posix':
+                self.transport, self.ip = 'ipc', str(Path(tempfile.mkdtemp(prefix='rnb-'))/'k')
+        async def start_kernel(self, **kw):
+            LIVE_KERNELS.add(self)
+            return await super().start_kernel(**kw)
+        async def shutdown_kernel(self, *a, **kw):
+            try: return await super().shutdown_kernel(*a, **kw)
+            finally:
+                LIVE_KERNELS.discard(self)
+                if self.transport == 'ipc': shutil.rmtree(Path(self.ip).parent, ignore_errors=True)
+    _KM = HereKernelManager
+    return _KM
+
+def kill_live_kernels()->int:
+    "Kill the kernels of every notebook running now (Ctrl-C); returns how many"
+    n = 0
+    for km in list(LIVE_KERNELS):
+        pid = getattr(getattr(km, 'provisioner', None), 'pid', None)
+        if pid:
+            try: os.kill(pid, 9); n += 1
+            except OSError: pass
+        LIVE_KERNELS.discard(km)
+    return n
+
+def execute_notebook(nb:str|Path, # notebook to run
+                     out:str|Path, # executed copy
+                     parameters:dict|None=None, # papermill parameters
+                     cwd:str|Path|None=None, # working directory of the kernel
+                     **kwargs # passed to `papermill.execute_notebook` (log_output, progress_bar, ...)
+                    ):
+    "`papermill.execute_notebook` on this interpreter's kernel"
+    import papermill as pm
+    return pm.execute_notebook(str(nb), str(out), parameters=parameters or {}, kernel_name='python3',
+                               cwd=None if cwd is None else str(cwd), kernel_manager_class=kernel_manager_class(), **kwargs)
 
 # %% ../nbs/03_runner.ipynb #74d3682e
 @dataclass
@@ -142,15 +243,13 @@ def _describe_failure(e:Exception, nb_out:Path)->str:
                 f'executed notebook with the traceback: {nb_out}')
     return f'{type(e).__name__}: {e}; executed notebook (if any): {nb_out}'
 
-def _run_fold(task, nb, fold, params, run_dir, log_output, progress_bar)->FoldResult:
-    import papermill as pm
-    d = run_dir/f'fold_{fold}'; d.mkdir(parents=True, exist_ok=False)
+def _run_fold(task, nb, fold, params, run_dir, log_output, progress_bar, exist_ok=False)->FoldResult:
+    d = run_dir/f'fold_{fold}'; d.mkdir(parents=True, exist_ok=exist_ok)
     p = {**params, 'fold': fold, 'out_dir': str(d.resolve())}
     save_json(p, d/'params.json')
     nb_out, t0 = d/nb.name, time.perf_counter()
     try:
-        pm.execute_notebook(str(nb), str(nb_out), parameters=p, kernel_name='python3', cwd=str(d),
-                            log_output=log_output, progress_bar=progress_bar)
+        execute_notebook(nb, nb_out, p, cwd=d, log_output=log_output, progress_bar=progress_bar)
     except Exception as e:
         return FoldResult(fold, d, False, time.perf_counter() - t0, error=f'{task} fold {fold} failed: ' + _describe_failure(e, nb_out))
     m = d/'metrics.json'
@@ -184,6 +283,16 @@ def absolute_paths(params:dict, # typed parameters
     return out
 
 # %% ../nbs/03_runner.ipynb #4e5526bc
+def _now(): return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')
+
+def _resume_run(task, resume, out, declared):
+    "(run_dir, folds, params) of the run to continue in place"
+    d = resolve_run_dir(task, None if resume == 'latest' else resume, out, quiet=True)
+    info = load_json(d/'run.json')
+    params = {k: v for k, v in info['params'].items() if k in declared}
+    if 'resume' in declared and declared['resume'].type == 'bool': params['resume'] = True
+    return d, info, params
+
 def run_task(task:str, # task name (a notebook in nbs/tasks)
              folds:list[int]|None=None, # folds to run; default: the notebook's `fold` default
              params:dict|None=None, # parameter values (typed, see `resolve_params`)
@@ -193,58 +302,103 @@ def run_task(task:str, # task name (a notebook in nbs/tasks)
              fail_fast:bool=False, # stop at the first failing fold
              log_output:bool=False, # stream the notebook's output (papermill --log-output)
              progress_bar:bool=False, # papermill's cell progress bar
-             from_text:bool=False # `params` values are command-line text
+             from_text:bool=False, # `params` values are command-line text
+             resume:str|None=None # RUN_ID or "latest": finish that run's unfinished folds in place
             )->RunResult:
     "Execute `task`'s pipeline notebook once per fold and collect each fold's metrics"
     nb, declared = task_notebook(task), task_params(task)
-    params = dict(params or {})
-    if device is not None: params['device'] = device
-    params = resolve_params(task, params, from_text)
-    for need in ('fold', 'out_dir'):
-        if need not in declared: raise ValueError(f'{nb}: the parameters cell must declare {need!r} to be run by the runner')
-    for k in ('fold', 'out_dir'):
-        if k in params: raise ValueError(f'{k!r} is set by the runner (use folds=... / out=...), not as a parameter')
-    params = absolute_paths(params)
-    folds = [int(declared['fold'].default)] if folds is None else [int(f) for f in folds]
-    if len(set(folds)) != len(folds): raise ValueError(f'folds repeat: {folds}')
-    if 'n_folds' in declared:
-        nf = params.get('n_folds', declared['n_folds'].default)
-        bad = [f for f in folds if not 0 <= f < nf]
-        if bad: raise ValueError(f'folds {bad} are outside 0..{nf - 1} (n_folds={nf})')
-    task_dir = Path(out)/task
-    run_dir = new_run_dir(task_dir, {'task': task, 'folds': folds, **params})
-    res = RunResult(task, run_dir.name, run_dir)
-    info = {'task': task, 'run_id': run_dir.name, 'notebook': str(nb), 'folds': folds, 'params': params,
-            'started': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'), 'git_commit': _git_commit()}
-    save_json(info, run_dir/'run.json')
-    _point_latest(task_dir, run_dir)
-    if jobs <= 1:
-        for f in folds:
-            r = _run_fold(task, nb, f, params, run_dir, log_output, progress_bar); res.folds.append(r)
-            if not r.ok and fail_fast: break
+    if resume:
+        if params or folds is not None or device is not None:
+            raise ValueError('resume continues a run with its own folds and parameters: give no folds, parameters or device')
+        run_dir, info, params = _resume_run(task, resume, out, declared)
+        folds = [int(f) for f in info['folds']]
+        done = [f for f in folds if (run_dir/f'fold_{f}'/'metrics.json').exists()]
+        todo = [f for f in folds if f not in done]
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as ex:
-            futs = {ex.submit(_run_fold, task, nb, f, params, run_dir, log_output, progress_bar): f for f in folds}
-            for fu in as_completed(futs):
-                r = fu.result(); res.folds.append(r)
-                if not r.ok and fail_fast:
-                    for other in futs: other.cancel()
-        res.folds.sort(key=lambda r: r.fold)
-    info.update(finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
-                folds_status={str(r.fold): {'ok': r.ok, 'seconds': round(r.seconds, 2), 'error': r.error} for r in res.folds})
+        params = dict(params or {})
+        if device is not None: params['device'] = device
+        params = resolve_params(task, params, from_text)
+        for need in ('fold', 'out_dir'):
+            if need not in declared: raise ValueError(f'{nb}: the parameters cell must declare {need!r} to be run by the runner')
+        for k in ('fold', 'out_dir'):
+            if k in params: raise ValueError(f'{k!r} is set by the runner (use folds=... / out=...), not as a parameter')
+        params = absolute_paths(params)
+        folds = [int(declared['fold'].default)] if folds is None else [int(f) for f in folds]
+        if not folds: raise ValueError('no folds given: pass folds like 0,1,2,3 (or none for the notebook default)')
+        if len(set(folds)) != len(folds): raise ValueError(f'folds repeat: {folds}')
+        if 'n_folds' in declared:
+            nf = params.get('n_folds', declared['n_folds'].default)
+            bad = [f for f in folds if not 0 <= f < nf]
+            if bad: raise ValueError(f'folds {bad} are outside 0..{nf - 1} (n_folds={nf})')
+        task_dir = Path(out)/task
+        run_dir = new_run_dir(task_dir, {'task': task, 'folds': folds, **params})
+        info = {'task': task, 'run_id': run_dir.name, 'notebook': str(nb), 'folds': folds, 'params': params,
+                'started': _now(), 'git_commit': _git_commit(), 'python': sys.executable}
+        done, todo = [], folds
+    res = RunResult(task, run_dir.name, run_dir)
+    for f in done:
+        res.folds.append(FoldResult(f, run_dir/f'fold_{f}', True, 0.0, metrics=load_json(run_dir/f'fold_{f}'/'metrics.json')))
+    status = info.setdefault('folds_status', {})
+    info.update(status='running', pid=os.getpid()); info.pop('finished', None)
+    if resume: info.setdefault('resumed', []).append(_now())
+    save_json(info, run_dir/'run.json')
+    _point_latest(Path(out)/task, run_dir)
+    def record(r):
+        res.folds.append(r); status[str(r.fold)] = {'ok': r.ok, 'seconds': round(r.seconds, 2), 'error': r.error}
+        save_json(info, run_dir/'run.json')
+    run = lambda f: _run_fold(task, nb, f, params, run_dir, log_output, progress_bar, exist_ok=bool(resume))
+    try:
+        if jobs <= 1:
+            for f in todo:
+                r = run(f); record(r)
+                if not r.ok and fail_fast: break
+        else:
+            ex = ThreadPoolExecutor(max_workers=jobs)
+            try:
+                pending = {ex.submit(run, f) for f in todo}
+                while pending:   # short waits: a Ctrl-C delivered to another thread is seen within a second
+                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for fu in finished:
+                        if fu.cancelled(): continue
+                        r = fu.result(); record(r)
+                        if not r.ok and fail_fast:
+                            for other in pending: other.cancel()
+            finally: ex.shutdown(wait=False, cancel_futures=True)
+    except KeyboardInterrupt:
+        kill_live_kernels()
+        info.update(status='interrupted', finished=_now()); save_json(info, run_dir/'run.json')
+        raise KeyboardInterrupt(f'{task} run {run_dir.name} interrupted; finished folds: '
+                                f'{sorted(r.fold for r in res.folds if r.ok)}; continue with --resume {run_dir.name}') from None
+    res.folds.sort(key=lambda r: r.fold)
+    info.update(status='finished' if res.ok else 'failed', finished=_now()); info.pop('pid', None)
     save_json(info, run_dir/'run.json')
     return res
 
 # %% ../nbs/03_runner.ipynb #07524893
-def resolve_run_dir(task:str, run_id:str|None=None, out:str|Path='outputs')->Path:
-    "Folder of `run_id` (default: the latest run) of `task`"
+def resolve_run_dir(task:str, run_id:str|None=None, out:str|Path='outputs', quiet:bool=False)->Path:
+    "Folder of `run_id` (default: the latest run) of `task`; says so on stderr when that run is not finished"
     td = Path(out)/task
     if run_id: d = td/run_id
     elif (td/'latest').exists(): d = (td/'latest').resolve()
     elif (td/'latest.txt').exists(): d = td/(td/'latest.txt').read_text().strip()
     else: raise FileNotFoundError(f'no runs of task {task!r} under {td}')
     if not d.is_dir(): raise FileNotFoundError(f'run {d} does not exist; runs: {sorted(p.name for p in td.iterdir() if p.is_dir())}')
+    st = run_status(d)
+    if st != 'finished' and not quiet:
+        print(f'note: run {d.name} of {task} is {st}' + (f'; continue it with --resume {d.name}' if st == 'interrupted' else ''),
+              file=sys.stderr)
     return d
+
+def run_status(run_dir:Path)->str:
+    "finished, failed, interrupted, running, or unknown (no run.json)"
+    try: info = load_json(Path(run_dir)/'run.json')
+    except (FileNotFoundError, ValueError): return 'unknown'
+    st = info.get('status') or ('finished' if info.get('finished') else 'running')
+    if st == 'running' and info.get('pid'):
+        try: os.kill(info['pid'], 0)
+        except ProcessLookupError: st = 'interrupted'   # the process that ran it is gone
+        except PermissionError: pass
+    return st
 
 def summary_table(df)->"pl.DataFrame":
     "Per (model, metric): mean, std over folds and the value of each fold"
@@ -364,8 +518,13 @@ def _cmd_run(a):
     if unknown: raise KeyError(f'task {a.task!r} does not declare parameter(s) {unknown}; it declares: {", ".join(declared)}')
     typed = {**params, **{k: coerce_param(declared[k], v, from_text=True) for k, v in text.items()}}
     folds = a.folds if a.folds is not None else ([a.fold] if a.fold is not None else None)
-    res = run_task(a.task, folds, typed, device=a.device, out=a.out, jobs=a.jobs, fail_fast=a.fail_fast, log_output=a.log_output)
-    for f in res.folds: print(f"fold {f.fold}: {'ok' if f.ok else 'FAILED'} in {f.seconds:.1f} s -> {f.out_dir}")
+    res = run_task(a.task, folds, typed or None, device=a.device, out=a.out, jobs=a.jobs, fail_fast=a.fail_fast,
+                   log_output=a.log_output, resume=a.resume)
+    for f in res.folds:
+        m = f.metrics or {}
+        used = ''.join(f' | {k}: {m[k + "_source"]}' for k in ('data', 'model') if m.get(k + '_source'))
+        print(f"fold {f.fold}: {'ok' if f.ok else 'FAILED'} in {f.seconds:.1f} s -> {f.out_dir}{used}")
+        for w in m.get('warnings') or []: print(f'  warning: {w}')
     for e in res.errors: print(f'error: {e}', file=sys.stderr)
     if any(f.ok for f in res.folds): print(summarize(a.task, res.run_id, a.out)['markdown'])
     print(f'run folder: {res.run_dir}')
@@ -407,6 +566,8 @@ def build_parser()->argparse.ArgumentParser:
     r.add_argument('--device', choices=['auto', 'cpu', 'cuda', 'mps'])
     r.add_argument('--out', default='outputs'); r.add_argument('--jobs', type=int, default=1)
     r.add_argument('--fail-fast', action='store_true'); r.add_argument('--log-output', action='store_true')
+    r.add_argument('--resume', metavar='RUN_ID', help="continue RUN_ID (or 'latest') in place: its unfinished folds, from "
+                   "their last epoch checkpoint where the task keeps one")
     r.set_defaults(fn=_cmd_run)
     s = sub.add_parser('summarize', help='metrics across folds of a run')
     s.add_argument('task'); s.add_argument('run_id', nargs='?'); s.add_argument('--out', default='outputs'); s.set_defaults(fn=_cmd_summarize)
@@ -422,6 +583,10 @@ def main(argv:list[str]|None=None)->int:
     "Entry point of the `recsys-nb` console script"
     a = build_parser().parse_args(argv)
     try: rc = a.fn(a)
+    except KeyboardInterrupt as e:
+        print(f'recsys-nb {a.cmd}: interrupted' + (f': {e}' if str(e) else ''), file=sys.stderr)
+        kill_live_kernels(); sys.stdout.flush(); sys.stderr.flush()
+        os._exit(130)   # fold threads may still wait on their killed kernels: do not join them
     except (KeyError, ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f'recsys-nb {a.cmd}: error: {msg}', file=sys.stderr); rc = 2

@@ -12,7 +12,7 @@ import polars as pl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import seed_everything, get_device, autocast, atomic_path, atomic_write, save_json, progress, Timer
+from .core import seed_everything, get_device, autocast, atomic_path, atomic_write, save_json, progress, Timer, EpochCheckpoint
 from .data import register_synthetic, find_data, load_movielens, assign_folds
 
 # %% auto #0
@@ -488,7 +488,10 @@ def seq_loss(model:SeqRecModel, ids:torch.Tensor, tc:TrainConfig, gen:torch.Gene
 def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (tokens)
                  tc:TrainConfig, device='cpu', seed:int=42,
                  on_epoch=None, # callback(model, epoch) -> dict of validation metrics, logged per epoch
-                 verbose:bool=True)->list[dict]:
+                 verbose:bool=True,
+                 ckpt_dir:str|Path|None=None, # save the training state here after every epoch (None: off)
+                 resume:bool=False # continue from the checkpoint in `ckpt_dir` when there is one
+                )->list[dict]:
     "Train in place; returns one dict per epoch (loss, steps, seconds, and what `on_epoch` returns)"
     device = get_device(device) if isinstance(device, str) else device
     model.to(device); rng = np.random.default_rng(seed); gen = torch.Generator().manual_seed(seed)
@@ -500,8 +503,13 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': tc.weight_decay}, {'params': rest, 'weight_decay': 0.}], lr=tc.lr)
     warm = max(1, int(tc.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    hist, step = [], 0
-    for ep in range(tc.epochs):
+    hist, step, start = [], 0, 0
+    ck, gens = EpochCheckpoint(ckpt_dir), {'mask': gen}
+    if resume and (st := ck.load(model, opt, sched, gens)) is not None:
+        start, hist, step = st['epoch'] + 1, st['history'], st['step']
+        rng.bit_generator.state = st['rng']
+        if verbose: print(f'resumed from {ckpt_dir} after epoch {st["epoch"]}')
+    for ep in range(start, tc.epochs):
         if step >= total: break
         model.train(); losses = []
         with Timer(device) as tm:
@@ -516,6 +524,7 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
         if on_epoch is not None: rec.update(on_epoch(model, ep))
         if verbose: print({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()})
         hist.append(rec)
+        ck.save(model, opt, sched, {'epoch': ep, 'history': hist, 'step': step, 'rng': rng.bit_generator.state}, gens)
     return hist
 
 # %% ../nbs/30_seqrec.ipynb #9add6e1b
@@ -628,7 +637,10 @@ def evaluate_model(model, data:SeqData, k:int=100, exclude_seen:bool=True, devic
 
 def run_seqrec(data:SeqData, models:list=('bert4rec', 'sasrec'), # which models to train
                mc:ModelConfig|None=None, tc:TrainConfig|None=None, device='auto', seed:int=42,
-               exclude_seen:bool=True, k:int=100, verbose:bool=True)->dict:
+               exclude_seen:bool=True, k:int=100, verbose:bool=True,
+               ckpt_dir:str|Path|None=None, # per-epoch checkpoints in ckpt_dir/<model> (None: off)
+               resume:bool=False # continue each model from its checkpoint
+              )->dict:
     "Train and evaluate `models` and the popularity baseline; returns metrics, histories, trained models and top-k lists"
     device = get_device(device) if isinstance(device, str) else device
     mc, tc = mc or ModelConfig(), tc or TrainConfig()
@@ -641,7 +653,8 @@ def run_seqrec(data:SeqData, models:list=('bert4rec', 'sasrec'), # which models 
     for name in models:
         seed_everything(seed)
         model = SeqRecModel(len(data.vocab), ModelConfig(**{**asdict(mc), 'kind': name}))
-        res['history'][name] = train_seqrec(model, data.train, tc, device, seed, on_epoch, verbose)
+        res['history'][name] = train_seqrec(model, data.train, tc, device, seed, on_epoch, verbose,
+                                            None if ckpt_dir is None else Path(ckpt_dir)/name, resume)
         res['metrics'][name], res['topk'][name] = evaluate_model(model, data, k, exclude_seen, device, tc.precision)
         res['metrics'][name]['epoch_seconds'] = float(np.mean([h['seconds'] for h in res['history'][name]]))
         res['models'][name] = model

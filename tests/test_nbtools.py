@@ -136,7 +136,7 @@ def test_report_renders_every_task_with_runs(tmp_path):
     (out/'bundles').mkdir()                                      # not a task: no runs in it
     assert report_runs(out) == {'smoke': res.run_dir, 'other': good}
     html = render_report(out, tmp_path/'r'/'report.html').read_text()
-    assert (tmp_path/'r'/'report.ipynb').exists()
+    assert (tmp_path/'r'/'report.report.ipynb').exists()
     assert '<h2' in html and 'smoke' in html and 'other' in html
     assert '<td>gru</td><td>0.4000 ± 0.1000</td>' in html                        # mean ± std over the two folds
     assert '<td>pop_baseline <i>(baseline)</i></td><td>0.1500 ± 0.0500</td>' in html

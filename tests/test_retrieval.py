@@ -30,11 +30,7 @@ def tiny_dir(tmp_path_factory, tok):
 def syn(tmp_path_factory):
     return make_synthetic('retrieval', tmp_path_factory.mktemp('syn')/'data', size=160, seed=3)
 
-def _cranfield():
-    for p in [os.environ.get('RECSYS_NB_DATA', ''), Path(__file__).resolve().parents[2]/'shared'/'data', '/work/shared/data']:
-        if p and (Path(p)/'cranfield'/'cranqrel').exists(): return Path(p)/'cranfield'
-    try: return find_data('cranfield', CRANFIELD_FILES)
-    except FileNotFoundError: return None
+def _cranfield(): return find_data('cranfield', CRANFIELD_FILES)   # ships with the project (data/cranfield)
 
 # ------------------------------------------------------------------ loaders
 
@@ -71,7 +67,6 @@ def test_missing_files(tmp_path):
 
 def test_cranfield_conversion(tmp_path):
     src = _cranfield()
-    if src is None: pytest.skip('Cranfield files not found')
     d = load_retrieval_data(src, cache_dir=tmp_path)
     assert len(d.docs) == 1400 and len(d.queries) + len(d.queries_test) == 225 and len(d.queries_test) == 45
     qr = pl.concat([d.qrels, d.qrels_test])
