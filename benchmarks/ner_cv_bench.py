@@ -7,7 +7,10 @@ plus the overrides given; each command handles one fold, so each can take the sh
     flock /tmp/recsys_cpu.lock python benchmarks/ner_cv_bench.py sweep NAME -p epochs 6 -p case_feature False ...
 
 `fold` records the fold under "folds" (and recomputes the means), `sweep` records fold 0 with the overrides under
-"sweep.NAME" in benchmarks/results/ner_somd_cv_cpu.json. Runs go to outputs/ner_bench/ (git-ignored).
+"sweep.NAME" in benchmarks/results/ner_somd_cv_cpu.json. Runs go to outputs/ner_bench/ (git-ignored). The learning
+curves of the recorded folds and sweep entries (span F1 on the evaluated fold per epoch) are drawn from the JSON by
+
+    python benchmarks/ner_cv_bench.py plot       # -> benchmarks/results/ner_somd_cv_cpu_curves.png
 """
 import argparse, datetime as dt, json, os, platform, shlex, sys, time
 from pathlib import Path
@@ -59,15 +62,35 @@ def run(fold:int, overrides:dict, out:str)->tuple[dict, dict]:
                                        'date': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
     return rec, load_json(res.run_dir/'run.json')
 
+def plot(path:Path)->Path:
+    "Span F1 per epoch of every recorded fold (left) and sweep entry (right), with the gazetteer of each fold dotted"
+    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    from recsys_nb.core import load_json
+    res = load_json(path)
+    fig, axs = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for k, f in sorted(res.get('folds', {}).items()):
+        ep = [h['epoch'] for h in f['curve']]
+        l, = axs[0].plot(ep, [h['span_f1'] for h in f['curve']], 'o-', label=f'fold {k} ({f["span_f1"]:.3f})')
+        axs[0].axhline(f['gazetteer_span_f1'], ls=':', color=l.get_color())
+    axs[0].set_title('recipe (defaults), 4 folds; dotted: gazetteer'); axs[0].set_ylabel('span F1 on the evaluated fold')
+    for name, f in res.get('sweep', {}).items():
+        ep = [h['epoch'] for h in f['curve']]
+        axs[1].plot(ep, [h.get('span_f1_viterbi', h['span_f1']) for h in f['curve']], 'o-', ms=3, label=name)
+    axs[1].set_title('fold-0 sweep (Viterbi decoding)')
+    for a in axs: a.set_xlabel('epoch'); a.set_ylim(0.4, 0.95); a.grid(alpha=.3); a.legend(fontsize=7)
+    fig.tight_layout(); out = path.with_name(path.stem + '_curves.png'); fig.savefig(out, dpi=100); plt.close(fig)
+    return out
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('mode', choices=['fold', 'sweep']); ap.add_argument('name', help='fold number (fold) or sweep entry name (sweep)')
+    ap.add_argument('mode', choices=['fold', 'sweep', 'plot']); ap.add_argument('name', nargs='?', default='', help='fold number (fold) or sweep entry name (sweep)')
     ap.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'))
     ap.add_argument('--note', default=''); ap.add_argument('--out', default='outputs/ner_bench')
     ap.add_argument('--result', default=str(RESULT))
     a = ap.parse_args(argv)
     os.environ.setdefault('RECSYS_NB_PROGRESS', '0')
     from recsys_nb.core import save_json, load_json
+    if a.mode == 'plot': print('wrote', plot(Path(a.result))); return
     overrides = dict(a.param)
     if a.mode == 'fold' and overrides: raise SystemExit('fold mode runs the notebook defaults (the recipe): no -p overrides')
     fold = int(a.name) if a.mode == 'fold' else 0
