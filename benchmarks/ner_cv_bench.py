@@ -62,6 +62,16 @@ def run(fold:int, overrides:dict, out:str)->tuple[dict, dict]:
                                        'date': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
     return rec, load_json(res.run_dir/'run.json')
 
+def sweep_table(res:dict)->list[dict]:
+    "One row per sweep entry: its overrides and the last epoch's span F1 under each decoder"
+    rows = []
+    for name, f in res.get('sweep', {}).items():
+        last = f['curve'][-1]
+        rows.append({'name': name, 'overrides': {k: v for k, v in f['overrides'].items() if k not in ('save_model', 'predict_test')},
+                     'epochs': last['epoch'], **{k: last.get(k) for k in ('span_f1_viterbi', 'span_f1_argmax', 'span_f1_threshold')},
+                     'unseen_recall': f['unseen_recall'], 'seen_recall': f['seen_recall'], 'train_minutes': f['train_minutes']})
+    return rows
+
 def plot(path:Path)->Path:
     "Span F1 per epoch of every recorded fold (left) and sweep entry (right), with the gazetteer of each fold dotted"
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
@@ -90,7 +100,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     os.environ.setdefault('RECSYS_NB_PROGRESS', '0')
     from recsys_nb.core import save_json, load_json
-    if a.mode == 'plot': print('wrote', plot(Path(a.result))); return
+    if a.mode == 'plot':
+        res = load_json(a.result); res['sweep_table'] = sweep_table(res); save_json(res, a.result)
+        print('wrote', plot(Path(a.result))); return
     overrides = dict(a.param)
     if a.mode == 'fold' and overrides: raise SystemExit('fold mode runs the notebook defaults (the recipe): no -p overrides')
     fold = int(a.name) if a.mode == 'fold' else 0
@@ -111,6 +123,7 @@ def main(argv=None):
         res['equivalent_runner_command'] = 'recsys-nb run ner --folds 0,1,2,3'
     else:
         res.setdefault('sweep', {})[a.name] = rec
+        res['sweep_table'] = sweep_table(res)
     save_json(res, path)
     print(json.dumps({k: v for k, v in rec.items() if k not in ('ner', 'gazetteer')}, indent=1))
     if a.mode == 'fold': print(json.dumps(res['summary'], indent=1))
