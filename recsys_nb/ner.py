@@ -14,13 +14,15 @@ from .core import (seed_everything, get_device, get_dtype, autocast, atomic_writ
 from .data import find_data, register_synthetic
 
 # %% auto #0
-__all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'read_texts', 'read_tags', 'make_labels', 'load_somd', 'synthetic_somd',
-           'fold_indices', 'downsample_negatives', 'Window', 'encode_sentences', 'default_model', 'load_tokenizer',
-           'windows_to_word_labels', 'freeze', 'build_model', 'make_tiny_encoder', 'length_batches', 'collate',
-           'predict_windows', 'repair_bio', 'decode', 'score_tags', 'NerConfig', 'TrainResult', 'train_ner',
-           'save_ner_model', 'load_ner_model', 'find_fold_models', 'ensemble_probs', 'write_somd_tags', 'predict_run',
-           'main', 'Gazetteer', 'plot_per_type_f1', 'type_confusion', 'plot_confusion', 'plot_learning_curves',
-           'run_fold', 'model_metrics', 'resolve_path', 'resolve_ensemble_from', 'fold_metrics_table']
+__all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'SHAPES', 'read_texts', 'read_tags', 'make_labels', 'load_somd',
+           'synthetic_somd', 'fold_indices', 'downsample_negatives', 'word_shape', 'Window', 'encode_sentences',
+           'default_model', 'load_tokenizer', 'windows_to_word_labels', 'NerTagger', 'freeze', 'build_model',
+           'make_tiny_encoder', 'length_batches', 'collate', 'predict_windows', 'repair_bio', 'bio_constraints',
+           'viterbi_path', 'decode', 'score_tags', 'mention_recall', 'NerConfig', 'TrainResult', 'class_weights',
+           'token_loss', 'train_ner', 'save_ner_model', 'load_ner_model', 'find_fold_models', 'ensemble_probs',
+           'write_somd_tags', 'predict_run', 'main', 'Gazetteer', 'plot_per_type_f1', 'type_confusion',
+           'plot_confusion', 'plot_learning_curves', 'run_fold', 'model_metrics', 'resolve_path',
+           'resolve_ensemble_from', 'fold_metrics_table']
 
 # %% ../nbs/40_ner.ipynb #e37b6b78
 SOMD_TYPES = ['Abbreviation', 'AlternativeName', 'Application', 'Citation', 'Developer', 'Extension', 'License',
@@ -168,6 +170,22 @@ def downsample_negatives(tags:list[list[str]], # tags of all sentences
     keep_neg = np.random.default_rng(seed).choice(idx[neg], n_keep, replace=False) if n_keep else np.array([], dtype=idx.dtype)
     return idx[~neg | np.isin(idx, keep_neg)]
 
+# %% ../nbs/40_ner.ipynb #d4944490
+SHAPES = ['special', 'url', 'punct', 'numeric', 'alnum', 'upper1', 'UPPER', 'Title', 'lower', 'miXed']
+_URL = re.compile(r'^(https?://|www\.|ftp://)|://', re.I)
+
+def word_shape(w:str # one word
+              )->int:
+    "Index in `SHAPES` of the word's shape class (never 0, which is kept for special tokens)"
+    if _URL.search(w): return 1
+    letters = [c for c in w if c.isalpha()]
+    if not letters: return 3 if any(c.isdigit() for c in w) else 2
+    if any(c.isdigit() for c in w): return 4
+    if all(c.isupper() for c in letters): return 5 if len(letters) == 1 else 6
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]): return 7
+    return 8 if all(c.islower() for c in letters) else 9
+
+
 # %% ../nbs/40_ner.ipynb #6193fb30
 @dataclass
 class Window:
@@ -176,6 +194,7 @@ class Window:
     word_index: np.ndarray
     labels: list|None
     sentence: int
+    shapes: np.ndarray|None = None   # per sub-token word-shape id (`word_shape`; 0 = special token)
 
 def _word_pieces(tokenizer, words:list[str])->tuple[list[str], np.ndarray]:
     "`words` with sub-token-less words replaced by the unknown token, and the sub-token count of each word"
@@ -219,6 +238,7 @@ def encode_sentences(tokenizer, # a fast Hugging Face tokenizer
     for si, words in enumerate(tokens):
         words, counts = _word_pieces(tokenizer, words)
         y = None if tags is None else np.array([label2id[t] for t in tags[si]], dtype=np.int64)
+        shp = np.array([word_shape(w) for w in tokens[si]], dtype=np.int64)
         for s, e in _spans_of_windows(counts, budget, stride):
             enc = tokenizer(words[s:e], is_split_into_words=True, truncation=True, max_length=max_length)
             wid = np.array([-1 if w is None else w + s for w in enc.word_ids()], dtype=np.int64)
@@ -228,7 +248,8 @@ def encode_sentences(tokenizer, # a fast Hugging Face tokenizer
             if y is not None:
                 lab = np.where(first if not label_all_subtokens else wid >= 0, y[np.maximum(wid, 0)], -100)
                 labels = lab.tolist()
-            out.append(Window(list(enc['input_ids']), windex, labels, si))
+            shapes = np.where(wid >= 0, shp[np.maximum(wid, 0)], 0)
+            out.append(Window(list(enc['input_ids']), windex, labels, si, shapes))
     return out
 
 # %% ../nbs/40_ner.ipynb #d517d670
@@ -263,6 +284,8 @@ def windows_to_word_labels(windows:list[Window], # from `encode_sentences` with 
     return out
 
 # %% ../nbs/40_ner.ipynb #ea8733a9
+import torch
+
 def _layers(base):
     "The list of transformer layers of a base model"
     for path in ('encoder.layer', 'transformer.layer', 'layers', 'encoder.layers', 'layer'):
@@ -271,7 +294,36 @@ def _layers(base):
         if obj is not None: return obj
     raise AttributeError(f'{type(base).__name__}: cannot find its transformer layers to freeze')
 
-def freeze(model, # a `*ForTokenClassification` model
+class NerTagger(torch.nn.Module):
+    "A Hugging Face token-classification model returning logits, optionally with word-shape input embeddings"
+    def __init__(self, encoder, # an `AutoModelForTokenClassification` model
+                 case_feature:bool=False # add a learned word-shape embedding to the input embeddings
+                ):
+        super().__init__()
+        self.encoder = encoder
+        dim = encoder.get_input_embeddings().embedding_dim
+        self.shape_embedding = torch.nn.Embedding(len(SHAPES), dim) if case_feature else None
+        if case_feature: torch.nn.init.zeros_(self.shape_embedding.weight)
+
+    @property
+    def config(self): return self.encoder.config
+    @property
+    def base_model(self): return self.encoder.base_model
+    @property
+    def case_feature(self): return self.shape_embedding is not None
+
+    def head_parameters(self)->list:
+        "Parameters outside the pretrained encoder body (classifier, shape embedding)"
+        body = {id(p) for p in self.base_model.parameters()}
+        return [p for p in self.parameters() if id(p) not in body]
+
+    def forward(self, input_ids, attention_mask, shape_ids=None):
+        if self.shape_embedding is None: return self.encoder(input_ids=input_ids, attention_mask=attention_mask).logits
+        if shape_ids is None: raise ValueError('this model was built with case_feature=True: pass shape_ids')
+        emb = self.encoder.get_input_embeddings()(input_ids) + self.shape_embedding(shape_ids)
+        return self.encoder(inputs_embeds=emb, attention_mask=attention_mask).logits
+
+def freeze(model, # a `NerTagger` or `*ForTokenClassification` model
            freeze_embedding:bool=False, # freeze the input embeddings
            freeze_layers:int=0 # freeze the first N transformer layers
           ):
@@ -288,31 +340,66 @@ def freeze(model, # a `*ForTokenClassification` model
 
 def build_model(model_name:str="", # Hub name or local folder; "" = the default encoder
                 labels:list[str]=SOMD_LABELS, # label list, `O` first
-                freeze_embedding:bool=False, freeze_layers:int=0):
+                freeze_embedding:bool=False, freeze_layers:int=0,
+                case_feature:bool=False # word-shape embedding (see `word_shape`)
+               )->NerTagger:
     "An encoder with a fresh token-classification head for `labels`"
     from transformers import AutoModelForTokenClassification
     from transformers.utils import logging as hf_logging
     name = model_name or default_model()
     verbosity = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()
     try:
-        model = AutoModelForTokenClassification.from_pretrained(
+        enc = AutoModelForTokenClassification.from_pretrained(
             name, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
             ignore_mismatched_sizes=True)
     finally: hf_logging.set_verbosity(verbosity)
+    model = NerTagger(enc, case_feature)
     freeze(model, freeze_embedding, freeze_layers)
     return model
 
+_CORPUS = ['We used SPSS 24 and GraphPad Prism version 8.0.1 ( https://www.graphpad.com ) on Windows 10 .',
+           'Images were processed in ImageJ 1.53 with the Fiji plug-in ; statistics in R 4.1 with lme4 and ggplot2 .',
+           'MATLAB R2019b ( MathWorks , Natick , MA , USA ) and Python 3.8 with scikit-learn were run on Linux .']
+
+def _tiny_tokenizer(arch:str):
+    "A small fast tokenizer of RoBERTa's (byte-level BPE) or DeBERTa-v3's (Metaspace unigram) kind, trained on `_CORPUS`"
+    from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, processors
+    if arch == 'roberta':
+        from transformers import RobertaTokenizerFast
+        t = Tokenizer(models.BPE())
+        t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False); t.decoder = decoders.ByteLevel()
+        sp = ['<s>', '<pad>', '</s>', '<unk>', '<mask>']
+        t.train_from_iterator(_CORPUS * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=sp,
+                                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        t.post_processor = processors.RobertaProcessing(('</s>', 2), ('<s>', 0), add_prefix_space=True)
+        return RobertaTokenizerFast(tokenizer_object=t, bos_token='<s>', eos_token='</s>', sep_token='</s>', cls_token='<s>',
+                                    unk_token='<unk>', pad_token='<pad>', mask_token='<mask>')
+    from transformers import DebertaV2TokenizerFast
+    t = Tokenizer(models.Unigram())
+    t.pre_tokenizer = pre_tokenizers.Metaspace(); t.decoder = decoders.Metaspace()
+    sp = ['[PAD]', '[CLS]', '[SEP]', '[UNK]', '[MASK]']
+    t.train_from_iterator(_CORPUS * 4, trainers.UnigramTrainer(vocab_size=200, special_tokens=sp, unk_token='[UNK]'))
+    t.post_processor = processors.TemplateProcessing(single='[CLS] $A [SEP]', pair='[CLS] $A [SEP] $B [SEP]',
+                                                     special_tokens=[('[CLS]', 1), ('[SEP]', 2)])
+    return DebertaV2TokenizerFast(tokenizer_object=t, bos_token='[CLS]', eos_token='[SEP]', unk_token='[UNK]', sep_token='[SEP]',
+                                  pad_token='[PAD]', cls_token='[CLS]', mask_token='[MASK]')
+
 def make_tiny_encoder(out_dir:str|Path, # folder to write config, safetensors weights and tokenizer into
-                      hidden_size:int=32, num_layers:int=2, seed:int=0)->Path:
-    "A small random BERT with the default encoder's tokenizer, saved as a local model folder (tests, demos)"
-    import torch
-    from transformers import BertConfig, BertModel
-    tok = load_tokenizer()
+                      hidden_size:int=32, num_layers:int=2, seed:int=0,
+                      arch:str='bert' # "bert" (MiniLM's tokenizer), "roberta" or "deberta-v2" (own tiny tokenizers)
+                     )->Path:
+    "A small random encoder with a real tokenizer of its kind, saved as a local model folder (tests, demos)"
+    from transformers import AutoConfig, AutoModel
+    tok = load_tokenizer() if arch == 'bert' else _tiny_tokenizer(arch)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden_size, max_position_embeddings=512)
-    out = Path(out_dir); BertModel(cfg).save_pretrained(out, safe_serialization=True); tok.save_pretrained(out)
+    kw = dict(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=2,
+              intermediate_size=2 * hidden_size, max_position_embeddings=512, pad_token_id=tok.pad_token_id)
+    if arch == 'deberta-v2': kw |= dict(relative_attention=True, position_biased_input=False, pos_att_type=['p2c', 'c2p'], type_vocab_size=0)
+    if arch == 'roberta': kw |= dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, type_vocab_size=1)
+    cfg = AutoConfig.for_model(arch, **kw)
+    out = Path(out_dir); AutoModel.from_config(cfg).save_pretrained(out, safe_serialization=True); tok.save_pretrained(out)
     return out
+
 
 # %% ../nbs/40_ner.ipynb #a6f62f8c
 def length_batches(lengths:np.ndarray, # length of each window
@@ -340,18 +427,20 @@ def collate(windows:list[Window], # the batch
     n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
     ids = torch.full((len(windows), n), pad_id, dtype=torch.long); att = torch.zeros((len(windows), n), dtype=torch.long)
     lab = torch.full((len(windows), n), -100, dtype=torch.long) if windows[0].labels is not None else None
+    shp = torch.zeros((len(windows), n), dtype=torch.long) if windows[0].shapes is not None else None
     for i, w in enumerate(windows):
         k = len(w.input_ids); ids[i, :k] = torch.tensor(w.input_ids); att[i, :k] = 1
         if lab is not None: lab[i, :k] = torch.tensor(w.labels)
-    return {'input_ids': ids, 'attention_mask': att} | ({'labels': lab} if lab is not None else {})
+        if shp is not None: shp[i, :k] = torch.from_numpy(w.shapes)
+    return ({'input_ids': ids, 'attention_mask': att} | ({'labels': lab} if lab is not None else {})
+            | ({'shape_ids': shp} if shp is not None else {}))
 
 # %% ../nbs/40_ner.ipynb #ab24ff93
-def predict_windows(model, windows:list[Window], # a model and windows (labels optional)
+def predict_windows(model, windows:list[Window], # a `NerTagger` and windows (labels optional)
                     n_words:list[int], # words of each sentence
                     batch_size:int=32, device="auto", precision:str="auto", pad_id:int=0
                    )->tuple[list[np.ndarray], float]:
     "Per-sentence word probabilities [n_words, n_labels] (mean over windows) and the mean loss (nan without labels)"
-    import torch
     dev = get_device(device) if isinstance(device, str) else device
     model.eval()
     n_cls = model.config.num_labels
@@ -361,10 +450,12 @@ def predict_windows(model, windows:list[Window], # a model and windows (labels o
         for bi in length_batches(np.array([len(w.input_ids) for w in windows]), batch_size, shuffle=False):
             ws = [windows[i] for i in bi]
             batch = {k: v.to(dev) for k, v in collate(ws, pad_id).items()}
-            with autocast(dev, precision): out = model(**batch)
+            with autocast(dev, precision): logits = model(batch['input_ids'], batch['attention_mask'], batch.get('shape_ids')).float()
             if 'labels' in batch:
-                k = int((batch['labels'] != -100).sum()); loss_sum += float(out.loss) * k; loss_n += k
-            prob = torch.softmax(out.logits.float(), -1).cpu().numpy()
+                k = int((batch['labels'] != -100).sum())
+                loss_sum += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch['labels'].flatten(), reduction='sum'))
+                loss_n += k
+            prob = torch.softmax(logits, -1).cpu().numpy()
             for j, w in enumerate(ws):
                 m = np.flatnonzero(w.word_index >= 0)
                 np.add.at(sums[w.sentence], w.word_index[m], prob[j, m]); np.add.at(cnt[w.sentence], w.word_index[m], 1)
@@ -378,13 +469,42 @@ def repair_bio(tags:list[str])->list[str]:
         out.append(t)
     return out
 
+def bio_constraints(labels:list[str] # label list (`O` included)
+                   )->tuple[np.ndarray, np.ndarray]:
+    "Strict IOB2 as an allowed-transition matrix [from, to] and the labels allowed to start a sentence"
+    typ = [l[2:] for l in labels]
+    is_i = np.array([l.startswith('I-') for l in labels])
+    allowed = np.ones((len(labels), len(labels)), dtype=bool)
+    for j in np.flatnonzero(is_i):
+        allowed[:, j] = [labels[i] != 'O' and typ[i] == typ[j] for i in range(len(labels))]   # I-X only after B-X or I-X
+    return allowed, ~is_i
+
+def viterbi_path(logp:np.ndarray, # [n_words, n_labels] log probabilities
+                 allowed:np.ndarray, start:np.ndarray # from `bio_constraints`
+                )->np.ndarray:
+    "Label ids of the most probable tag sequence that obeys the constraints"
+    n, L = logp.shape
+    trans = np.where(allowed, 0.0, -np.inf)
+    score, back = np.where(start, logp[0], -np.inf), np.zeros((n, L), dtype=np.int64)
+    for t in range(1, n):
+        cand = score[:, None] + trans
+        back[t] = cand.argmax(0)
+        score = cand[back[t], np.arange(L)] + logp[t]
+    path = [int(score.argmax())]
+    for t in range(n - 1, 0, -1): path.append(int(back[t, path[-1]]))
+    return np.array(path[::-1])
+
 def decode(probs:list[np.ndarray], # per sentence [n_words, n_labels]
            labels:list[str], # label list (`O` included)
-           threshold:float=0.0, # O-confidence threshold (the seed's CONF_THRESH was 0.6)
-           repair:bool=True # fix orphan I- tags
+           threshold:float=0.0, # O-confidence threshold (the seed's CONF_THRESH was 0.6); argmax decoding only
+           repair:bool=True, # fix orphan I- tags (argmax decoding)
+           viterbi:bool=False # most probable valid IOB2 sequence instead of per-word choices
           )->list[list[str]]:
-    "BIO tags from word probabilities with the O-threshold rule"
+    "BIO tags from word probabilities: per-word O-threshold rule, or BIO-constrained Viterbi"
     o = labels.index('O'); lab = np.array(labels)
+    if viterbi:
+        allowed, start = bio_constraints(labels)
+        return [lab[viterbi_path(np.log(np.maximum(p, 1e-12)), allowed, start)].tolist() for p in probs]
     out = []
     for p in probs:
         best = p.argmax(-1)
@@ -394,7 +514,16 @@ def decode(probs:list[np.ndarray], # per sentence [n_words, n_labels]
         out.append(repair_bio(tags) if repair else tags)
     return out
 
+
 # %% ../nbs/40_ner.ipynb #b188fbee
+def _spans(tags:list[str])->list[tuple[str, int, int]]:
+    "Entities of a strict IOB2 tag list as (type, start, end-exclusive)"
+    out, cur = [], None
+    for i, t in enumerate(list(tags) + ['O']):
+        if cur and not (t.startswith('I-') and t[2:] == cur[0]): out.append((cur[0], cur[1], i)); cur = None
+        if t.startswith('B-'): cur = (t[2:], i)
+    return out
+
 def score_tags(true:list[list[str]], pred:list[list[str]])->dict:
     "Flat span-level and token-level micro and per-type precision/recall/F1"
     from recsys_nb.metrics import span_prf, token_prf
@@ -406,6 +535,21 @@ def score_tags(true:list[list[str]], pred:list[list[str]])->dict:
             for k in ('precision', 'recall', 'f1'): out[f'{kind}_{k}-{typ}'] = float(v[k])
             out[f'{kind}_support-{typ}'] = int(v['support'])
     return out
+
+def mention_recall(train_tokens:list[list[str]], train_tags:list[list[str]], # the training sentences
+                   eval_tokens:list[list[str]], eval_tags:list[list[str]], # evaluated sentences, gold tags
+                   pred:list[list[str]] # predicted tags of the evaluated sentences
+                  )->dict:
+    "Strict span recall of gold mentions whose surface form is unseen / seen among the training mentions"
+    known = {tuple(t[s:e]) for t, g in zip(train_tokens, train_tags) for _, s, e in _spans(g)}
+    hit, n = Counter(), Counter()
+    for toks, g, p in zip(eval_tokens, eval_tags, pred):
+        found = set(_spans(p))
+        for sp in _spans(g):
+            k = 'seen' if tuple(toks[sp[1]:sp[2]]) in known else 'unseen'
+            n[k] += 1; hit[k] += sp in found
+    return {f'{k}_recall': hit[k] / n[k] if n[k] else float('nan') for k in ('unseen', 'seen')} | {f'n_{k}': n[k] for k in ('unseen', 'seen')}
+
 
 # %% ../nbs/40_ner.ipynb #ed148446
 @dataclass
@@ -427,12 +571,20 @@ class NerConfig:
     threshold: float = 0.6
     patience: int = 3
     seed: int = 42
+    head_lr: float = 0.0             # learning rate of the head (classifier, shape embedding); 0: `lr`
+    class_weight_power: float = 0.0  # loss weight of a class ~ (1 / its training frequency) ** power; 0: unweighted
+    focal_gamma: float = 0.0         # focal loss exponent; 0: cross-entropy
+    case_feature: bool = False       # word-shape embedding added to the input (see `word_shape`)
+    viterbi: bool = False            # BIO-constrained Viterbi decoding instead of the per-word threshold rule
+    keep_best: bool = True           # restore the epoch with the best evaluation span F1 (False: keep the last epoch)
 
     def __post_init__(self):
         for k in ('epochs', 'batch_size', 'eval_batch_size', 'grad_accum', 'max_length'):
             if getattr(self, k) < 1: raise ValueError(f'{k}={getattr(self, k)} must be >= 1')
         if not 0 <= self.threshold <= 1: raise ValueError(f'threshold={self.threshold} must lie in [0, 1] (a probability of O)')
         if not 0 <= self.warmup_ratio <= 1: raise ValueError(f'warmup_ratio={self.warmup_ratio} must lie in [0, 1]')
+        for k in ('head_lr', 'class_weight_power', 'focal_gamma'):
+            if getattr(self, k) < 0: raise ValueError(f'{k}={getattr(self, k)} must be >= 0')
 
 @dataclass
 class TrainResult:
@@ -444,19 +596,46 @@ class TrainResult:
     eval_probs: list
 
 def _optimizer(model, cfg:NerConfig):
-    import torch
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{'params': [p for n, p in params if p.ndim >= 2], 'weight_decay': cfg.weight_decay},
-              {'params': [p for n, p in params if p.ndim < 2], 'weight_decay': 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    "AdamW; no weight decay on biases and norms; the head (`head_parameters`) at `head_lr`"
+    head = {id(p) for p in model.head_parameters()} if hasattr(model, 'head_parameters') else set()
+    groups = []
+    for is_head in (False, True):
+        ps = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == is_head]
+        lr = (cfg.head_lr or cfg.lr) if is_head else cfg.lr
+        groups += [{'params': [p for p in ps if p.ndim >= 2], 'weight_decay': cfg.weight_decay, 'lr': lr},
+                   {'params': [p for p in ps if p.ndim < 2], 'weight_decay': 0.0, 'lr': lr}]
+    return torch.optim.AdamW([g for g in groups if g['params']], lr=cfg.lr)
+
+def class_weights(tags:list[list[str]], # training tags
+                  labels:list[str], power:float=0.5)->np.ndarray:
+    "Per-label loss weights (1 / frequency) ** power, mean 1 over the training words; unseen labels get the largest weight"
+    cnt = Counter(t for s in tags for t in s)
+    n = np.array([cnt.get(l, 0) for l in labels], dtype=np.float64)
+    w = (np.maximum(n, 1) / max(n.max(), 1)) ** -power
+    w[n == 0] = w[n > 0].max() if (n > 0).any() else 1.0
+    return (w / ((w * n).sum() / max(n.sum(), 1))).astype(np.float32)
+
+def token_loss(logits, # [batch, length, n_labels]
+               labels, # [batch, length], -100 = ignored
+               weight=None, # per-label weights (tensor) or None
+               gamma:float=0.0 # focal exponent (0: cross-entropy)
+              ):
+    "Mean (weighted, focal) cross-entropy over the labelled sub-tokens"
+    lg, y = logits.float().flatten(0, 1), labels.flatten()
+    keep = y != -100
+    lg, y = lg[keep], y[keep]
+    logp = torch.log_softmax(lg, -1).gather(1, y[:, None])[:, 0]
+    loss = -logp if not gamma else -(1 - logp.exp()) ** gamma * logp
+    if weight is None: return loss.mean()
+    w = weight[y]
+    return (loss * w).sum() / w.sum()
 
 def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
               train_tokens:list[list[str]], train_tags:list[list[str]], # training sentences
               eval_tokens:list[list[str]], eval_tags:list[list[str]], # evaluation sentences
               labels:list[str], cfg:NerConfig=NerConfig(), device="auto",
               verbose:bool=True)->TrainResult:
-    "Fine-tune `model`, evaluating every epoch; the best epoch by span F1 is restored"
-    import torch
+    "Fine-tune `model`, evaluating every epoch; the best epoch by span F1 (or the last) is restored"
     from transformers import get_scheduler
     seed_everything(cfg.seed)
     dev = get_device(device) if isinstance(device, str) else device
@@ -472,6 +651,7 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
     sched = get_scheduler(cfg.lr_scheduler, opt, num_warmup_steps=int(round(cfg.warmup_ratio * total)), num_training_steps=total)
     scaler = torch.amp.GradScaler(dev.type, enabled=get_dtype(dev, cfg.precision) == torch.float16)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    weight = torch.tensor(class_weights(train_tags, labels, cfg.class_weight_power), device=dev) if cfg.class_weight_power else None
     history, best, best_state, best_probs, bad = [], -1.0, None, None, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -480,38 +660,45 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
         with Timer(dev) as tm:
             for bi, idx in enumerate(progress(batches, desc=f'epoch {epoch}', leave=False)):
                 batch = {k: v.to(dev) for k, v in collate([tr_w[i] for i in idx], pad).items()}
-                with autocast(dev, cfg.precision): out = model(**batch)
-                scaler.scale(out.loss / cfg.grad_accum).backward()
-                k = int((batch['labels'] != -100).sum()); loss_sum += float(out.loss.detach()) * k; n_tok += k
+                with autocast(dev, cfg.precision):
+                    loss = token_loss(model(batch['input_ids'], batch['attention_mask'], batch.get('shape_ids')), batch['labels'], weight, cfg.focal_gamma)
+                scaler.scale(loss / cfg.grad_accum).backward()
+                k = int((batch['labels'] != -100).sum()); loss_sum += float(loss.detach()) * k; n_tok += k
                 n_sub += int(batch['attention_mask'].sum())
                 if (bi + 1) % cfg.grad_accum == 0 or bi + 1 == len(batches):
                     scaler.unscale_(opt)
                     if cfg.max_grad_norm: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     scaler.step(opt); scaler.update(); sched.step(); opt.zero_grad(set_to_none=True)
         probs, eval_loss = predict_windows(model, ev_w, n_words, cfg.eval_batch_size, dev, cfg.precision, pad)
-        scores = score_tags(eval_tags, decode(probs, labels, cfg.threshold))
+        scores = score_tags(eval_tags, decode(probs, labels, cfg.threshold, viterbi=cfg.viterbi))
+        alt = {f'span_f1_{k}': score_tags(eval_tags, decode(probs, labels, th, viterbi=v))['span_f1']
+               for k, th, v in (('argmax', 0.0, False), ('threshold', cfg.threshold or 0.6, False), ('viterbi', 0.0, True))}
         rec = {'epoch': epoch, 'train_loss': loss_sum / max(n_tok, 1), 'eval_loss': eval_loss, 'lr': sched.get_last_lr()[0],
                'train_seconds': tm.seconds, 'train_windows_per_s': len(tr_w) / tm.seconds, 'train_subtokens_per_s': n_sub / tm.seconds,
-               **scores}
+               **alt, **scores}
         history.append(rec)
         if verbose: print(f"epoch {epoch}: train_loss {rec['train_loss']:.4f} eval_loss {eval_loss:.4f} span_f1 {scores['span_f1']:.4f} "
                           f"token_f1 {scores['token_f1']:.4f} ({tm.seconds:.1f}s, {rec['train_windows_per_s']:.1f} windows/s)")
-        if scores['span_f1'] > best:
-            best, bad, best_probs = scores['span_f1'], 0, probs
-            best_state = {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if cfg.patience and bad >= cfg.patience:
-                if verbose: print(f'early stop: no span F1 gain for {bad} epochs'); break
-    model.load_state_dict(best_state)
-    best_rec = max(history, key=lambda r: r['span_f1'])
+        improved = scores['span_f1'] > best
+        best, bad = (scores['span_f1'], 0) if improved else (best, bad + 1)
+        if improved or not cfg.keep_best:
+            best_probs = probs
+            if cfg.keep_best: best_state = {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
+        if cfg.patience and bad >= cfg.patience:
+            if verbose: print(f'early stop: no span F1 gain for {bad} epochs')
+            break
+    if best_state is not None: model.load_state_dict(best_state)
+    best_rec = max(history, key=lambda r: r['span_f1']) if cfg.keep_best else history[-1]
     return TrainResult(model, history, best_rec['epoch'], best_rec, best_probs)
+
 
 # %% ../nbs/40_ner.ipynb #37ff2cb5
 def save_ner_model(model, tokenizer, path:str|Path, labels:list[str], cfg:NerConfig, extra:dict|None=None)->Path:
     "Write a fold model folder (safetensors weights, tokenizer, `ner_config.json`)"
+    from safetensors.torch import save_file
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True); tokenizer.save_pretrained(path)
+    model.encoder.save_pretrained(path, safe_serialization=True); tokenizer.save_pretrained(path)
+    if model.case_feature: save_file({'weight': model.shape_embedding.weight.detach().cpu().contiguous()}, path/'shape_embedding.safetensors')
     save_json({'labels': labels, 'config': asdict(cfg), **(extra or {})}, path/'ner_config.json')
     return path
 
@@ -521,7 +708,10 @@ def load_ner_model(path:str|Path, device="cpu"):
     path = Path(path)
     if not (path/'ner_config.json').exists(): raise FileNotFoundError(f'{path}: no ner_config.json; not a saved NER model folder')
     meta = load_json(path/'ner_config.json')
-    model = AutoModelForTokenClassification.from_pretrained(path, use_safetensors=True)
+    model = NerTagger(AutoModelForTokenClassification.from_pretrained(path, use_safetensors=True), meta['config'].get('case_feature', False))
+    if model.case_feature:
+        from safetensors.torch import load_file
+        model.shape_embedding.weight.data.copy_(load_file(path/'shape_embedding.safetensors')['weight'])
     dev = get_device(device) if isinstance(device, str) else device
     return model.to(dev).eval(), load_tokenizer(str(path)), meta
 
@@ -567,7 +757,7 @@ def predict_run(run_dir:str|Path, # run folder holding the fold models
     tokens = read_texts(find_data(SOMD_DATA, [f'{split}_texts.txt'], data_dir)/f'{split}_texts.txt')
     probs, labels, meta = ensemble_probs(dirs, tokens, device)
     th = meta['config']['threshold'] if threshold is None else threshold
-    tags = decode(probs, labels, th)
+    tags = decode(probs, labels, th, viterbi=meta['config'].get('viterbi', False))
     assert [len(t) for t in tags] == [len(s) for s in tokens]
     return write_somd_tags(Path(out_path) if out_path else Path(run_dir)/f'{split}_entities.txt', tags)
 
@@ -588,14 +778,6 @@ import builtins as _b
 if __name__ == '__main__' and not hasattr(_b, 'get_ipython'): main()   # not when the notebook itself runs
 
 # %% ../nbs/40_ner.ipynb #5fd650dd
-def _spans(tags:list[str])->list[tuple[str, int, int]]:
-    "Entities of a strict IOB2 tag list as (type, start, end-exclusive)"
-    out, cur = [], None
-    for i, t in enumerate(list(tags) + ['O']):
-        if cur and not (t.startswith('I-') and t[2:] == cur[0]): out.append((cur[0], cur[1], i)); cur = None
-        if t.startswith('B-'): cur = (t[2:], i)
-    return out
-
 class Gazetteer:
     "Dictionary tagger built from the entity strings of training sentences"
     def __init__(self, lowercase:bool=False, # match case-insensitively
@@ -667,14 +849,16 @@ def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, ti
     fig.savefig(path, dpi=100); plt.close(fig); return Path(path)
 
 def plot_learning_curves(history:list[dict], path:str|Path)->Path:
-    "Train/eval loss and span/token F1 per epoch, saved as PNG"
+    "Train/eval loss and span/token F1 (and span F1 of the other decoders) per epoch, saved as PNG"
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
     ep = [h['epoch'] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(ep, [h['train_loss'] for h in history], 'o-', label='train'); a.plot(ep, [h['eval_loss'] for h in history], 'o-', label='eval')
     a.set_xlabel('epoch'); a.set_ylabel('loss'); a.legend()
     b.plot(ep, [h['span_f1'] for h in history], 'o-', label='span F1'); b.plot(ep, [h['token_f1'] for h in history], 'o-', label='token F1')
-    b.set_xlabel('epoch'); b.set_ylim(0, 1); b.legend(); fig.tight_layout()
+    for k, st in (('span_f1_argmax', ':'), ('span_f1_viterbi', '--')):
+        if all(k in h for h in history): b.plot(ep, [h[k] for h in history], st, label=k.replace('_f1_', ' F1, '))
+    b.set_xlabel('epoch'); b.set_ylabel('evaluated fold'); b.set_ylim(0, 1); b.legend(fontsize=8); fig.tight_layout()
     fig.savefig(path, dpi=100); plt.close(fig); return Path(path)
 
 # %% ../nbs/40_ner.ipynb #da3c36c2
@@ -688,20 +872,23 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
     tr = downsample_negatives(tags, tr, negative_ratio, cfg.seed)
     pick = lambda xs, idx: [xs[i] for i in idx]
     tok = load_tokenizer(model_name)
-    model = build_model(model_name, labs, freeze_embedding, freeze_layers)
+    seed_everything(cfg.seed)   # the fresh head's initial weights
+    model = build_model(model_name, labs, freeze_embedding, freeze_layers, cfg.case_feature)
     res = train_ner(model, tok, pick(tokens, tr), pick(tags, tr), pick(tokens, ev), pick(tags, ev), labs, cfg, device, verbose)
-    pred = decode(res.eval_probs, labs, cfg.threshold)
+    pred = decode(res.eval_probs, labs, cfg.threshold, viterbi=cfg.viterbi)
     gaz = Gazetteer().fit(pick(tokens, tr), pick(tags, tr))
     gaz_pred = gaz.predict(pick(tokens, ev))
+    mentions = lambda p: mention_recall(pick(tokens, tr), pick(tags, tr), pick(tokens, ev), pick(tags, ev), p)
     out = dict(result=res, labels=labs, eval_tokens=pick(tokens, ev), eval_tags=pick(tags, ev), eval_pred=pred,
-               gazetteer_pred=gaz_pred, gazetteer_scores=score_tags(pick(tags, ev), gaz_pred),
+               ner_scores=res.best_scores | mentions(pred),
+               gazetteer_pred=gaz_pred, gazetteer_scores=score_tags(pick(tags, ev), gaz_pred) | mentions(gaz_pred),
                n_train=len(tr), n_eval=len(ev), trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
     if out_dir is not None:
         out_dir = Path(out_dir)
         b = res.best_scores
         seed_style = {'eval_loss': b['eval_loss'], 'eval_precision': b['token_precision'], 'eval_recall': b['token_recall'],
                       'eval_f1': b['token_f1'], 'epoch': res.best_epoch,
-                      **{f'eval_{k}': v for k, v in b.items() if k.startswith(('span_', 'token_'))}}
+                      **{f'eval_{k}': v for k, v in out['ner_scores'].items() if k.startswith(('span_', 'token_', 'unseen_', 'seen_', 'n_'))}}
         save_json(seed_style, out_dir/'eval_result.json')
         if save_model:
             save_ner_model(res.model, tok, out_dir/'model', labs, cfg, {'fold': fold, 'n_splits': n_splits, 'model_name': model_name or 'all-MiniLM-L6-v2',
@@ -711,10 +898,10 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
 # %% ../nbs/40_ner.ipynb #35611b1e
 def model_metrics(scores:dict, # flat scores from `score_tags`
                   per_type:bool=True)->dict:
-    "Micro span/token P/R/F1 (and per-type span F1) for `metrics.json`"
+    "Micro span/token P/R/F1, unseen/seen mention recall (when scored) and per-type span F1 for `metrics.json`"
     keys = [f'{k}_{m}' for k in ('span', 'token') for m in ('f1', 'precision', 'recall')]
-    out = {k: scores[k] for k in keys}
-    if per_type: out |= {k: v for k, v in scores.items() if k.startswith('span_f1-')}
+    out = {k: scores[k] for k in keys} | {k: scores[k] for k in ('unseen_recall', 'seen_recall', 'n_unseen', 'n_seen') if k in scores}
+    if per_type: out |= {k: v for k, v in scores.items() if k.startswith(('span_f1-', 'span_support-'))}
     return out
 
 def resolve_path(p:str|Path)->Path:

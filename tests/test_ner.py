@@ -1,10 +1,10 @@
-"Task ner: SOMD loaders and their errors, alignment/windowing round trips, decoding, runner runs with a tiny model"
+"Task ner: SOMD loaders and their errors, alignment/windowing round trips (BERT, RoBERTa, DeBERTa tokenizers), decoding, case feature, runner runs with a tiny model"
 import subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
 from recsys_nb import ner
-from recsys_nb.core import load_json
+from recsys_nb.core import load_json, seed_everything
 from recsys_nb.data import make_synthetic
 
 L2I = {l: i for i, l in enumerate(ner.SOMD_LABELS)}
@@ -120,6 +120,99 @@ def test_scores_and_gazetteer():
     s = ner.score_tags([['B-Application', 'O', 'B-ProgrammingEnvironment'], ['B-Application', 'O']], pred)
     assert s['span_precision'] == 1.0 and abs(s['span_recall'] - 2 / 3) < 1e-9 and s['span_recall-Application'] == 0.5
 
+def test_viterbi_gives_valid_iob2_and_fixes_type_breaks():
+    labels = ner.SOMD_LABELS
+    rng = np.random.default_rng(0)
+    probs = [rng.dirichlet(np.ones(len(labels)) * 0.3, size=n) for n in (1, 7, 40)]
+    allowed, start = ner.bio_constraints(labels)
+    for tags in ner.decode(probs, labels, viterbi=True):
+        ids = [labels.index(t) for t in tags]
+        assert start[ids[0]] and all(allowed[a, b] for a, b in zip(ids, ids[1:]))   # never an orphan or retyped I-
+    L = ['O', 'B-A', 'I-A', 'B-B', 'I-B']
+    p = [np.array([[0.05, 0.9, 0.0, 0.05, 0.0], [0.2, 0.0, 0.35, 0.0, 0.45], [0.1, 0.0, 0.5, 0.0, 0.4]])]
+    assert ner.decode(p, L) == [['B-A', 'B-B', 'B-A']]                 # argmax + repair: three broken entities
+    assert ner.decode(p, L, viterbi=True) == [['B-A', 'I-A', 'I-A']]   # the best valid path: one entity
+    # brute force over all sequences of length 3 agrees with the dynamic programme
+    import itertools
+    best = max((s for s in itertools.product(range(5), repeat=3) if ner.bio_constraints(L)[1][s[0]] and
+                all(ner.bio_constraints(L)[0][a, b] for a, b in zip(s, s[1:]))), key=lambda s: np.prod([p[0][i, k] for i, k in enumerate(s)]))
+    assert [L[k] for k in best] == ner.decode(p, L, viterbi=True)[0]
+
+def test_unseen_mention_recall():
+    tr_tok = [['We', 'used', 'SPSS', 'and', 'GraphPad', 'Prism', '.']]
+    tr_tag = [['O', 'O', 'B-Application', 'O', 'B-Application', 'I-Application', 'O']]
+    ev_tok = [['SPSS', ',', 'Stata', 'and', 'GraphPad', 'Prism', '9', 'or', 'Prism']]
+    ev_tag = [['B-Application', 'O', 'B-Application', 'O', 'B-Application', 'I-Application', 'B-Version', 'O', 'B-Application']]
+    pred = [['B-Application', 'O', 'B-Application', 'O', 'B-Application', 'O', 'B-Version', 'O', 'O']]
+    r = ner.mention_recall(tr_tok, tr_tag, ev_tok, ev_tag, pred)
+    # seen: SPSS (found), GraphPad Prism (boundary wrong); unseen: Stata (found), 9 (found), Prism alone (missed)
+    assert r == {'unseen_recall': 2 / 3, 'seen_recall': 0.5, 'n_unseen': 3, 'n_seen': 2}
+    gaz = ner.Gazetteer().fit(tr_tok, tr_tag)
+    assert ner.mention_recall(tr_tok, tr_tag, ev_tok, ev_tag, gaz.predict(ev_tok))['unseen_recall'] == 0.0
+    assert np.isnan(ner.mention_recall(tr_tok, tr_tag, [['x']], [['O']], [['O']])['unseen_recall'])
+
+def test_word_shapes_reach_every_subtoken(tok):
+    words = ['We', 'used', 'SPSS', 'v8.0.1', 'and', 'ImageJ', 'https://imagej.net', 'R', '.']
+    ws = ner.encode_sentences(tok, [words])
+    w = ws[0]
+    enc = tok(words, is_split_into_words=True)
+    wid = enc.word_ids()
+    assert w.shapes.tolist() == [0 if i is None else ner.word_shape(words[i]) for i in wid]
+    assert [ner.SHAPES[ner.word_shape(x)] for x in ('SPSS', 'spss', 'Spss', 'R', 'ImageJ')] == ['UPPER', 'lower', 'Title', 'upper1', 'miXed']
+    # MiniLM is uncased: SPSS and spss give the same sub-tokens, only the shape ids tell them apart
+    a, b = ner.encode_sentences(tok, [['SPSS']])[0], ner.encode_sentences(tok, [['spss']])[0]
+    assert a.input_ids == b.input_ids and a.shapes.tolist() != b.shapes.tolist()
+
+def test_case_feature_changes_predictions_only_through_shapes(tiny):
+    import torch
+    m = ner.build_model(str(tiny), case_feature=True)
+    ws = ner.encode_sentences(ner.load_tokenizer(str(tiny)), [['SPSS', 'was', 'used'], ['spss', 'was', 'used']])
+    p0, _ = ner.predict_windows(m, ws, [3, 3], device='cpu')
+    np.testing.assert_allclose(p0[0], p0[1], atol=1e-6)        # zero-initialised shape embedding: no effect yet
+    with torch.no_grad(): m.shape_embedding.weight.normal_()
+    p1, _ = ner.predict_windows(m, ws, [3, 3], device='cpu')
+    assert np.abs(p1[0] - p1[1]).max() > 1e-3                  # now case reaches the output
+    plain = ner.build_model(str(tiny))
+    assert len(plain.head_parameters()) == 2 and len(m.head_parameters()) == 3
+
+@pytest.mark.parametrize('arch', ['roberta', 'deberta-v2'])
+def test_other_tokenizers_align_train_and_save(tmp_path, arch, syn):
+    "RoBERTa (byte-level BPE, prefix space) and DeBERTa-v3 (Metaspace unigram) tokenizers: windows, training, save/load"
+    path = ner.make_tiny_encoder(tmp_path/arch, hidden_size=32, num_layers=1, arch=arch)
+    tk = ner.load_tokenizer(str(path))
+    assert tk.is_fast and (arch != 'roberta' or tk.add_prefix_space)
+    rng = np.random.default_rng(1)
+    vocab = ['We', 'used', 'GraphPad', 'Prism', 'v8.0.1', 'https://imagej.net', '​', 'zzqx', 'R', ',']
+    tokens = [[str(w) for w in rng.choice(vocab, n)] for n in (2, 25, 70)]
+    tags = [[str(t) for t in rng.choice(ner.SOMD_LABELS, len(s))] for s in tokens]
+    ws, back = _round_trip(tk, tokens, tags, max_length=16, stride=4)
+    assert back == tags and max(len(w.input_ids) for w in ws) <= 16
+    assert all(w.shapes[0] == 0 and w.shapes[len(w.input_ids) - 1] == 0 for w in ws)   # special tokens: shape 0
+    tokens, tags, labels = ner.load_somd(syn)
+    cfg = ner.NerConfig(lr=1e-2, head_lr=1e-2, epochs=1, batch_size=8, grad_accum=1, max_length=24, stride=6, threshold=0.0,
+                        patience=0, case_feature=True, viterbi=True)
+    m = ner.build_model(str(path), labels, case_feature=True)
+    res = ner.train_ner(m, tk, tokens[:40], tags[:40], tokens[40:], tags[40:], labels, cfg, 'cpu', verbose=False)
+    assert np.isfinite(res.history[0]['train_loss']) and 0 <= res.best_scores['span_f1'] <= 1
+    ner.save_ner_model(res.model, tk, tmp_path/'saved', labels, cfg)
+    m2, tk2, meta = ner.load_ner_model(tmp_path/'saved')
+    ws = ner.encode_sentences(tk2, tokens[40:], 24, 6)
+    p_live, _ = ner.predict_windows(res.model, ws, [len(s) for s in tokens[40:]], device='cpu')
+    p_saved, _ = ner.predict_windows(m2, ws, [len(s) for s in tokens[40:]], device='cpu')
+    np.testing.assert_allclose(np.concatenate(p_live), np.concatenate(p_saved), atol=1e-5)
+
+def test_same_seed_same_scores(tiny, syn):
+    tokens, tags, labels = ner.load_somd(syn)
+    cfg = ner.NerConfig(lr=5e-3, head_lr=1e-2, epochs=2, batch_size=8, grad_accum=1, max_length=24, stride=6, patience=0,
+                        case_feature=True, viterbi=True, class_weight_power=0.5)
+    def run(seed):   # as run_fold does: seed, build the model (fresh head), train
+        seed_everything(seed)
+        return ner.train_ner(ner.build_model(str(tiny), labels, case_feature=True), ner.load_tokenizer(str(tiny)), tokens[:48], tags[:48],
+                             tokens[48:], tags[48:], labels, ner.NerConfig(**{**cfg.__dict__, 'seed': seed}), 'cpu', verbose=False).history
+    h1, h2, h3 = run(1), run(1), run(2)
+    assert [h['train_loss'] for h in h1] == [h['train_loss'] for h in h2] and [h['span_f1'] for h in h1] == [h['span_f1'] for h in h2]
+    assert [h['train_loss'] for h in h1] != [h['train_loss'] for h in h3]
+
 # ------------------------------------------------------------------ pipeline notebook through the runner
 def test_runner_folds_then_ensemble(tmp_path, tiny, syn):
     from recsys_nb.runner import run_task
@@ -132,6 +225,10 @@ def test_runner_folds_then_ensemble(tmp_path, tiny, syn):
         m = load_json(d/'metrics.json')
         assert {'ner', 'gazetteer'} <= set(m['models']) and 0 <= m['models']['ner']['span_f1'] <= 1 and m['fold'] == f
         assert m['n_eval'] == 16 and len(m['history']) >= 1
+        ner_m = m['models']['ner']
+        assert {'unseen_recall', 'seen_recall', 'n_unseen', 'n_seen'} <= set(ner_m) and any(k.startswith('span_f1-') for k in ner_m)
+        assert m['models']['gazetteer']['unseen_recall'] in (0.0,) or m['models']['gazetteer']['n_unseen'] == 0
+        assert all('span_f1_viterbi' in h for h in m['history'])
         assert load_json(d/'eval_result.json')['eval_f1'] == m['models']['ner']['token_f1']
         for png in ('per_type_f1.png', 'confusion.png', 'learning_curves.png'): assert (d/png).stat().st_size > 1000
         assert (d/'model'/'model.safetensors').exists() and (d/'test_entities.txt').exists()
