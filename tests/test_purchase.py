@@ -126,7 +126,7 @@ def test_pipeline_notebook(tmp_path, engine):
     "The pipeline notebook through the runner (papermill), one fold per engine, on tiny synthetic data"
     extra = ({'cv_folds': 0} if engine == 'local' else
              {'cv_folds': 2, 'n_trees': 5, 'spark_master': 'local[2]', 'grid_max_depth': [2, 3], 'grid_min_instances': [3], 'grid_max_bins': [32]})
-    res = run_task('purchase', folds=[1], params={'engine': engine, 'synthetic_size': 60, 'top_items': 50, **extra}, out=tmp_path)
+    res = run_task('purchase', folds=[1], params={'engine': engine, 'dataset': 'synthetic', 'synthetic_size': 60, 'top_items': 50, **extra}, out=tmp_path)
     assert res.ok, res.errors
     m, out = res.metrics[1], res.folds[0].out_dir
     name = 'lightgbm_gbt' if engine == 'local' else 'spark_mllib_gbt'
@@ -139,5 +139,5 @@ def test_pipeline_notebook(tmp_path, engine):
 
 
 def test_pipeline_rejects_bad_engine(tmp_path):
-    res = run_task('purchase', folds=[0], params={'engine': 'dask', 'synthetic_size': 30}, out=tmp_path)
-    assert not res.ok and "engine='dask': expected 'local' or 'spark'" in res.errors[0]
+    with pytest.raises(ValueError, match=r"'engine' must be \{local\|spark\}"):   # refused before anything runs
+        run_task('purchase', folds=[0], params={'engine': 'dask', 'dataset': 'synthetic', 'synthetic_size': 30}, out=tmp_path)
