@@ -83,10 +83,21 @@ def _cmd_lab(a)->int:
         try: return proc.wait()
         except KeyboardInterrupt: pass  # JupyterLab handles Ctrl-C itself
 
+def _configure_ner_ensemble(p):
+    p.add_argument('run_dir', help='a ner run folder with fold models (recsys-nb run ner --folds 0,1,2,3)')
+    p.add_argument('--data-dir', default=''); p.add_argument('--out', default=None)
+    p.add_argument('--threshold', type=float, default=None); p.add_argument('--device', default='auto')
+
+def _cmd_ner_ensemble(a)->int:
+    from recsys_nb.ner import predict_run   # the task module only when this command runs
+    print(f'wrote {predict_run(a.run_dir, a.data_dir, a.out, a.threshold, a.device)}')
+    return 0
+
 COMMANDS = { # name -> (help, configure(subparser), handler(args)) beside the core commands of `build_parser`
     'bundle': ('one self-contained notebook for offline Kaggle code competitions', _configure_bundle, _cmd_bundle),
     'report': ('HTML report: latest run of every task, metrics beside baselines, plots', _configure_report, _cmd_report),
-    'lab': ('JupyterLab on the checkout with the python3 kernel (arguments passed through)', _configure_lab, _cmd_lab)}
+    'lab': ('JupyterLab on the checkout with the python3 kernel (arguments passed through)', _configure_lab, _cmd_lab),
+    'ner-ensemble': ("tag test_texts.txt with the mean probabilities of a ner run's fold models", _configure_ner_ensemble, _cmd_ner_ensemble)}
 
 # %% ../nbs/05_cli.ipynb #42f117ca
 def _parse_folds(s:str)->list[int]:

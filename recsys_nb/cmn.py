@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import seed_everything, get_device, atomic_write, atomic_path, autocast, progress, Timer
+from .core import seed_everything, get_device, atomic_write, atomic_path, autocast, progress, Timer, warn_data
 from .data import register_synthetic, assign_folds
 from .metrics import sampled_ranking_report
 
@@ -71,6 +71,11 @@ def _validate(d:CMNData, src:str)->CMNData:
     if len(np.unique(t.users)) != len(t.users): raise ValueError(f'{src}: a user appears twice in the test lists')
     hit = (t.neg == t.pos[:, None]).any(1)
     if hit.any(): raise ValueError(f'{src}: the positive item is among the negatives for test user {t.users[hit][0]}')
+    key = lambda u, i: u.astype(np.int64) * max(d.n_items, 1) + i
+    leak = np.isin(key(t.users, t.pos), key(d.train[:, 0], d.train[:, 1]))
+    if leak.any():
+        warn_data(f'{src}: {int(leak.sum())} of {len(leak)} test positives are also training pairs (e.g. user {t.users[leak][0]}, '
+                  f'item {t.pos[leak][0]}): the models see the answer, HR/NDCG are inflated')
     return d
 
 def _make_data(train, users, pos, neg, src, n_users=None, n_items=None)->CMNData:
@@ -85,13 +90,36 @@ def _make_data(train, users, pos, neg, src, n_users=None, n_items=None)->CMNData
     return _validate(CMNData(train, Candidates(users, pos, neg), int(nu), int(ni)), src)
 
 # %% ../nbs/20_cmn.ipynb #9593c7b1
+class _Npz:
+    "`np.load(allow_pickle=False)` whose errors name the file and the array, and never advise unpickling"
+    def __init__(self, path): self.path = path
+    def __enter__(self):
+        p = self.path
+        head = open(p, 'rb').read(4)
+        if not head: raise ValueError(f'{p}: the file is empty (0 bytes); expected an .npz archive of numeric arrays')
+        if head != b'PK\x03\x04': raise ValueError(f'{p}: not an .npz archive (a zip of .npy arrays); it starts with {head!r}')
+        try: self.z = np.load(p, allow_pickle=False)
+        except Exception as e: raise ValueError(f'{p}: unreadable .npz archive, truncated or damaged ({type(e).__name__})') from None
+        self.files = self.z.files
+        return self
+    def __exit__(self, *a): self.z.close()
+    def __getitem__(self, k):
+        try: return self.z[k]
+        except ValueError as e:
+            if 'allow_pickle' in str(e) or 'Object arrays' in str(e):
+                raise ValueError(f'{self.path}: array {k!r} holds Python objects; only numeric arrays are read') from None
+            raise ValueError(f'{self.path}: array {k!r} is unreadable ({e})') from None
+        except Exception as e: raise ValueError(f'{self.path}: array {k!r} is truncated or damaged ({type(e).__name__})') from None
+
+def _open_npz(path): return _Npz(path)
+
 def load_cmn_npz(path:str|Path, # .npz in the seed's layout (train_data, test_data) or ours (test_users, test_pos, test_neg)
                  trust_pickle:bool=False # allow unpickling the seed's `test_data` dict (only for files you trust)
                 )->CMNData:
     "Read a CMN data set; the seed's pickled `test_data` only with `trust_pickle=True`"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'{path}: no such file')
-    with np.load(path, allow_pickle=False) as z:
+    with _open_npz(path) as z:
         keys = set(z.files)
         if 'train_data' not in keys: raise ValueError(f'{path}: no train_data array (found {sorted(keys)})')
         if {'test_users', 'test_pos', 'test_neg'} <= keys:

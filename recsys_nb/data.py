@@ -12,8 +12,9 @@ import polars as pl
 
 # %% auto #0
 __all__ = ['DATA_ENV', 'KAGGLE_ENV', 'PACKAGED', 'ML_PIP', 'SYNTHETIC', 'MINILM_HUB', 'MINILM_PIP', 'repo_root',
-           'shipped_data_root', 'verify_shipped', 'data_candidates', 'find_data', 'file_fingerprint', 'assign_folds',
-           'load_movielens', 'movielens_folder', 'register_synthetic', 'make_synthetic', 'default_encoder']
+           'shipped_data_root', 'verify_shipped', 'data_candidates', 'find_data', 'file_fingerprint', 'read_utf8',
+           'assign_folds', 'load_movielens', 'movielens_folder', 'register_synthetic', 'make_synthetic',
+           'default_encoder']
 
 # %% ../nbs/01_data.ipynb #ac03bca4
 DATA_ENV = 'RECSYS_NB_DATA'
@@ -99,6 +100,16 @@ def file_fingerprint(*paths:str|Path, # files (or folders, hashed file by file)
             if st.st_size <= 64 << 20: h.update(f.read_bytes())
             else: h.update(str(st.st_mtime_ns).encode())
     return h.hexdigest()[:n]
+
+# %% ../nbs/01_data.ipynb #b09729e6
+def read_utf8(path:str|Path # a text file
+             )->str:
+    "Text of `path` (UTF-8, a leading BOM dropped); bytes that are not UTF-8 are an error naming file, line and column"
+    raw = Path(path).read_bytes()
+    try: return raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line = raw.count(b'\n', 0, e.start) + 1; col = e.start - (raw.rfind(b'\n', 0, e.start) + 1) + 1
+        raise ValueError(f'{path}: line {line}, column {col}: byte 0x{raw[e.start]:02x} is not UTF-8 (expected UTF-8 text)') from None
 
 # %% ../nbs/01_data.ipynb #afe60a6d
 def assign_folds(keys, # 1-D array-like of hashable keys (unique)

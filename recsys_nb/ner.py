@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from .core import (seed_everything, get_device, get_dtype, autocast, atomic_write, save_json, load_json,
                             progress, Timer)
-from .data import find_data, register_synthetic, default_encoder
+from .data import find_data, register_synthetic, default_encoder, read_utf8
 
 # %% auto #0
 __all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'SHAPES', 'read_texts', 'read_tags', 'make_labels', 'load_somd',
@@ -20,9 +20,9 @@ __all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'SHAPES', 'read_texts', 're
            'make_tiny_encoder', 'length_batches', 'collate', 'predict_windows', 'repair_bio', 'bio_constraints',
            'viterbi_path', 'decode', 'score_tags', 'mention_recall', 'NerConfig', 'TrainResult', 'class_weights',
            'token_loss', 'train_ner', 'save_ner_model', 'load_ner_model', 'find_fold_models', 'ensemble_probs',
-           'write_somd_tags', 'predict_run', 'main', 'Gazetteer', 'plot_per_type_f1', 'type_confusion',
-           'plot_confusion', 'plot_learning_curves', 'run_fold', 'model_metrics', 'resolve_path',
-           'resolve_ensemble_from', 'fold_metrics_table']
+           'write_somd_tags', 'predict_run', 'Gazetteer', 'plot_per_type_f1', 'type_confusion', 'plot_confusion',
+           'plot_learning_curves', 'run_fold', 'model_metrics', 'resolve_path', 'resolve_ensemble_from',
+           'fold_metrics_table']
 
 # %% ../nbs/40_ner.ipynb #e37b6b78
 SOMD_TYPES = ['Abbreviation', 'AlternativeName', 'Application', 'Citation', 'Developer', 'Extension', 'License',
@@ -32,7 +32,7 @@ SOMD_DATA = 'somd2025/phase_1'
 
 def _lines(path:Path)->list[str]:
     "Lines of a UTF-8 text file without the final newline; CRLF tolerated"
-    text = Path(path).read_text(encoding='utf-8').replace('\r\n', '\n')
+    text = read_utf8(path).replace('\r\n', '\n')
     if text.endswith('\n'): text = text[:-1]
     return text.split('\n') if text else []
 
@@ -757,22 +757,6 @@ def predict_run(run_dir:str|Path, # run folder holding the fold models
     tags = decode(probs, labels, th, viterbi=meta['config'].get('viterbi', False))
     assert [len(t) for t in tags] == [len(s) for s in tokens]
     return write_somd_tags(Path(out_path) if out_path else Path(run_dir)/f'{split}_entities.txt', tags)
-
-# %% ../nbs/40_ner.ipynb #bd5b8abf
-def main(argv:list[str]|None=None):
-    "Command line: `python -m recsys_nb.ner ensemble RUN_DIR [--data-dir D] [--out F] [--threshold T] [--device auto]`"
-    ap = argparse.ArgumentParser(prog='python -m recsys_nb.ner', description='SOMD NER utilities')
-    sub = ap.add_subparsers(dest='cmd', required=True)
-    e = sub.add_parser('ensemble', help='tag test_texts.txt with the fold models of a run (mean of probabilities)')
-    e.add_argument('run_dir'); e.add_argument('--data-dir', default=''); e.add_argument('--out', default=None)
-    e.add_argument('--threshold', type=float, default=None); e.add_argument('--device', default='auto')
-    a = ap.parse_args(argv)
-    p = predict_run(a.run_dir, a.data_dir, a.out, a.threshold, a.device)
-    print(f'wrote {p}')
-    return p
-
-import builtins as _b
-if __name__ == '__main__' and not hasattr(_b, 'get_ipython'): main()   # not when the notebook itself runs
 
 # %% ../nbs/40_ner.ipynb #5fd650dd
 class Gazetteer:

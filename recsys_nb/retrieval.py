@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterator
 import numpy as np
 import polars as pl
-from .core import atomic_write, atomic_path, save_json, load_json, progress, get_device, autocast, Timer, seed_everything
-from .data import find_data, file_fingerprint, assign_folds, register_synthetic, default_encoder
+from .core import atomic_write, atomic_path, save_json, load_json, progress, get_device, autocast, Timer, seed_everything, warn_data
+from .data import find_data, file_fingerprint, assign_folds, register_synthetic, default_encoder, read_utf8
 
 # %% auto #0
 __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documents', 'load_queries', 'load_qrels',
@@ -28,7 +28,7 @@ def _line_at(text:str, pos:int)->int: return text.count('\n', 0, pos) + 1
 
 def _json_array(path:Path)->Iterator[tuple[int, object]]:
     "Yield (line, element) for each element of the JSON array in `path`"
-    text = path.read_text(encoding='utf-8')
+    text = read_utf8(path)
     dec, ws = json.JSONDecoder(), re.compile(r'\s*')
     i = ws.match(text, 0).end()
     if i >= len(text) or text[i] != '[': raise ValueError(f'{path}: line {_line_at(text, i)}: expected a JSON array of objects ([{{...}}, ...])')
@@ -63,16 +63,15 @@ def load_documents(path:str|Path # a `documents.jsonl` file
                   )->pl.DataFrame:
     "Documents as a frame (`id`, `title`, `contents`; all strings), validated line by line"
     path = Path(path); ids, titles, contents, seen = [], [], [], {}
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: rec = json.loads(line)
-            except json.JSONDecodeError as e: raise ValueError(f'{path}: line {n}: invalid JSON ({e.msg}, column {e.colno})') from None
-            i = str(_field(path, n, rec, 'id', _ID, 'a string or integer id'))
-            if i in seen: raise ValueError(f"{path}: line {n}: field 'id' = {i!r} is a duplicate (first on line {seen[i]})")
-            seen[i] = n; ids.append(i)
-            titles.append(_field(path, n, rec, 'title', str, 'a string'))
-            contents.append(_field(path, n, rec, 'contents', str, 'a string'))
+    for n, line in enumerate(read_utf8(path).split('\n'), 1):
+        if not line.strip(): continue
+        try: rec = json.loads(line)
+        except json.JSONDecodeError as e: raise ValueError(f'{path}: line {n}: invalid JSON ({e.msg}, column {e.colno})') from None
+        i = str(_field(path, n, rec, 'id', _ID, 'a string or integer id'))
+        if i in seen: raise ValueError(f"{path}: line {n}: field 'id' = {i!r} is a duplicate (first on line {seen[i]})")
+        seen[i] = n; ids.append(i)
+        titles.append(_field(path, n, rec, 'title', str, 'a string'))
+        contents.append(_field(path, n, rec, 'contents', str, 'a string'))
     if not ids: raise ValueError(f'{path}: no documents (expected one JSON object a line with id, title, contents)')
     return pl.DataFrame({'id': ids, 'title': titles, 'contents': contents}, schema={'id': pl.String, 'title': pl.String, 'contents': pl.String})
 
@@ -96,6 +95,7 @@ def load_qrels(path:str|Path # `qrels_train.json`
         d = str(_field(path, n, rec, 'doc_id', _ID, 'a string or integer id'))
         r = _field(path, n, rec, 'relevance', (int, float), 'an integer relevance grade')
         if r != int(r): raise ValueError(f"{path}: line {n}: field 'relevance' = {r!r} is not a whole number (expected an integer grade)")
+        if r < 0: raise ValueError(f"{path}: line {n}: field 'relevance' = {r!r} is negative (expected an integer grade >= 0, 0 = not relevant)")
         rows.append((q, d, int(r)))
     qr = pl.DataFrame(rows, schema={'query_id': pl.String, 'doc_id': pl.String, 'relevance': pl.Int64}, orient='row')
     dup = qr.filter(pl.struct('query_id', 'doc_id').is_duplicated())
@@ -136,7 +136,17 @@ def load_competition(folder:str|Path # folder with documents.jsonl, queries_trai
     qrt = None
     if (folder/'qrels_test.json').exists():
         qrt = load_qrels(folder/'qrels_test.json'); _check_qrels(qrt, qt, docs, 'queries_test.json', folder/'qrels_test.json')
+    _warn_queries(folder, queries, qt)
     return RetrievalData(docs, queries, qrels, qt, qrt, folder)
+
+def _warn_queries(folder, queries, qt):
+    "Data warnings: queries in both files, empty query texts"
+    both = queries.join(qt, on='query_id', how='semi')['query_id']
+    if len(both): warn_data(f"{folder/'queries_test.json'}: {len(both)} query_id(s) also in queries_train.json (e.g. "
+                            f"{both.head(3).to_list()}): their test scores are not held out")
+    for f, q in (('queries_train.json', queries), ('queries_test.json', qt)):
+        e = q.filter(pl.col('query').str.strip_chars() == '')['query_id']
+        if len(e): warn_data(f"{folder/f}: {len(e)} query text(s) are empty (e.g. query_id {e.head(3).to_list()}): they rank documents by chance")
 
 def empty_queries()->pl.DataFrame:
     "An empty query frame"

@@ -112,9 +112,19 @@ def test_resumed_folds_equal_an_uninterrupted_run(out):
 
 # ------------------------------------------------------------------ 6. settings checked before any work
 
-BAD = [  # task, parameter, value, what the error says
+BAD = [  # task, parameter, value, what the error says (the nonsense settings that used to run, or fail late)
     ('smoke', 'n', 0, "'n' must be [8, inf)"),
     ('smoke', 'device', 'gpu', "'device' must be {auto|cpu|cuda|mps}"),
+    ('cmn', 'epochs', -3, "'epochs' must be [0, inf)"), ('cmn', 'pretrain_epochs', -1, "'pretrain_epochs' must be [0, inf)"),
+    ('cmn', 'neg_count', 0, "'neg_count' must be [1, inf)"), ('cmn', 'batch_size', 0, "'batch_size' must be [1, inf)"),
+    ('seqrec', 'max_steps', -1, "'max_steps' must be [0, inf)"), ('seqrec', 'epochs', -2, "'epochs' must be [1, inf)"),
+    ('seqrec', 'mask_prob', 1.5, "'mask_prob' must be (0, 1)"), ('seqrec', 'n_positions', 0, "'n_positions' must be [2, inf)"),
+    ('ner', 'n_folds', 1, "'n_folds' must be [2, inf)"), ('ner', 'batch_size', 0, "'batch_size' must be [1, inf)"),
+    ('retrieval', 'test_share', -0.5, "'test_share' must be (0, 1)"), ('retrieval', 'test_share', 1.0, "'test_share' must be (0, 1)"),
+    ('retrieval', 'epochs', -2, "'epochs' must be [0, inf)"), ('retrieval', 'eval_k', -5, "'eval_k' must be [0, inf)"),
+    ('purchase', 'grid_max_depth', [], "'grid_max_depth' must be each [1, 30]"),
+    ('purchase', 'grid_max_depth', ['a', 'b'], "'grid_max_depth' must be each [1, 30]"),
+    ('purchase', 'n_folds', 1, "'n_folds' must be [2, inf)"), ('purchase', 'engine', 'dask', "'engine' must be {local|spark}"),
 ]
 
 @pytest.mark.parametrize('task,name,value,msg', BAD)
@@ -165,3 +175,89 @@ def test_sigint_after_an_epoch_then_resume_gives_the_uninterrupted_metrics(tmp_p
     no_time = lambda ms: {k: {m: v for m, v in d.items() if 'seconds' not in m} for k, d in ms.items()}
     assert no_time(resumed['models']) == no_time(clean['models'])
     assert [h['loss'] for h in resumed['history']['sasrec']] == [h['loss'] for h in clean['history']['sasrec']]
+
+def test_list_shows_ranges(capsys):
+    from recsys_nb.cli import main
+    assert main(['list']) == 0
+    assert "[1, inf)" in capsys.readouterr().out
+
+# ------------------------------------------------------------------ 7. every error names the file, at load time
+
+def test_retrieval_loaders_name_file_line_field(tmp_path):
+    from recsys_nb.data import make_synthetic
+    from recsys_nb.retrieval import load_competition
+    import warnings as w
+    d = make_synthetic('retrieval', tmp_path/'syn', size=40, seed=1)
+    good = (d/'documents.jsonl').read_bytes()
+    (d/'documents.jsonl').write_bytes(good.replace(b'\n', b'\n{"id": "x", "title": "caf\xe9", "contents": "c"}\n', 1))
+    with pytest.raises(ValueError, match=r'documents.jsonl: line 2, column \d+: byte 0xe9 is not UTF-8'): load_competition(d)
+    (d/'documents.jsonl').write_bytes(good)
+    (d/'queries_train.json').write_bytes(b'\xef\xbb\xbf' + (d/'queries_train.json').read_bytes())   # a BOM is accepted
+    assert len(load_competition(d).queries)
+    qr = json.loads((d/'qrels_train.json').read_text()); qr[1]['relevance'] = -5
+    (d/'qrels_train.json').write_text(json.dumps(qr, indent=1))
+    with pytest.raises(ValueError, match=r"qrels_train.json: line \d+: field 'relevance' = -5 is negative"): load_competition(d)
+
+def test_retrieval_warns_about_shared_and_empty_queries(tmp_path):
+    from recsys_nb.data import make_synthetic
+    from recsys_nb.retrieval import load_competition
+    from recsys_nb.core import DataWarning
+    d = make_synthetic('retrieval', tmp_path/'syn', size=40, seed=1)
+    qt = json.loads((d/'queries_test.json').read_text()); qs = json.loads((d/'queries_train.json').read_text())
+    qt.append(dict(qs[0])); qs[1]['query'] = '  '
+    (d/'queries_test.json').write_text(json.dumps(qt)); (d/'queries_train.json').write_text(json.dumps(qs))
+    with pytest.warns(DataWarning) as rec: load_competition(d)
+    msgs = [str(r.message) for r in rec]
+    assert any('also in queries_train.json' in m for m in msgs) and any('query text(s) are empty' in m for m in msgs)
+
+def test_retrieval_test_share_with_competition_data_is_refused(tmp_path):
+    from recsys_nb.data import make_synthetic
+    d = make_synthetic('retrieval', tmp_path/'syn', size=40, seed=1)
+    res = run_task('retrieval', folds=[0], params={'data_dir': str(d), 'test_share': 0.3, 'epochs': 0}, out=tmp_path/'out')
+    assert not res.ok and 'test_share=0.3 applies to Cranfield only' in res.errors[0]
+
+def test_ner_texts_name_file_and_missing_test_file_fails_before_training(tmp_path):
+    from recsys_nb.data import make_synthetic
+    from recsys_nb import ner
+    d = make_synthetic('ner', tmp_path/'somd', size=24, seed=1)
+    raw = (d/'train_texts.txt').read_bytes()
+    (d/'train_texts.txt').write_bytes(raw.replace(b'\n', b' caf\xe9\n', 1)); (d/'train_entities.txt').write_bytes(
+        (d/'train_entities.txt').read_bytes().replace(b'\n', b' O\n', 1))
+    with pytest.raises(ValueError, match=r'train_texts.txt: line 1, column \d+: byte 0xe9 is not UTF-8'): ner.load_somd(d)
+    (d/'train_texts.txt').write_bytes(raw); (d/'train_entities.txt').write_bytes((d/'train_entities.txt').read_bytes().replace(b' O\n', b'\n', 1))
+    (d/'test_texts.txt').unlink()
+    res = run_task('ner', folds=[0], params={'data_dir': str(d), 'epochs': 1, 'max_length': 32, 'stride': 8, 'limit': 16}, out=tmp_path/'out')
+    assert not res.ok and 'test_texts.txt' in res.errors[0]
+    assert not list((tmp_path/'out').glob('ner/*/fold_0/model'))                     # nothing was trained
+
+@pytest.mark.parametrize('content,msg', [
+    (b'', 'the file is empty'), (b'user,item\n1,2\n', 'not an .npz archive'),
+])
+def test_cmn_npz_errors_name_the_file_and_never_advise_pickle(tmp_path, content, msg):
+    from recsys_nb.cmn import load_cmn_npz
+    (tmp_path/'x.npz').write_bytes(content)
+    with pytest.raises(ValueError, match=msg) as e: load_cmn_npz(tmp_path/'x.npz')
+    assert 'x.npz' in str(e.value) and 'allow_pickle' not in str(e.value)
+
+def test_cmn_npz_truncated_and_object_arrays(tmp_path):
+    import numpy as np
+    from recsys_nb.cmn import load_cmn_npz
+    np.savez(tmp_path/'ok.npz', train_data=np.array([[0, 1], [1, 2]]), test_users=np.array([0]), test_pos=np.array([2]),
+             test_neg=np.array([[3]]))
+    raw = (tmp_path/'ok.npz').read_bytes(); (tmp_path/'cut.npz').write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(ValueError, match='cut.npz: (unreadable .npz archive|array .* is truncated)') as e: load_cmn_npz(tmp_path/'cut.npz')
+    assert 'allow_pickle' not in str(e.value)
+    np.savez(tmp_path/'obj.npz', train_data=np.array([[0, 1], [1, 2]], dtype=object), test_users=np.array([0]),
+             test_pos=np.array([2]), test_neg=np.array([[3]]))
+    with pytest.raises(ValueError, match="obj.npz: array 'train_data' holds Python objects") as e: load_cmn_npz(tmp_path/'obj.npz')
+    assert 'allow_pickle' not in str(e.value)
+
+# ------------------------------------------------------------------ 8. warnings a user wants to hear
+
+def test_cmn_warns_when_test_positives_are_training_pairs(tmp_path):
+    import numpy as np
+    from recsys_nb.cmn import load_cmn_npz
+    from recsys_nb.core import DataWarning
+    np.savez(tmp_path/'leak.npz', train_data=np.array([[0, 1], [0, 2], [1, 2]]), test_users=np.array([0, 1]),
+             test_pos=np.array([2, 0]), test_neg=np.array([[3], [3]]))
+    with pytest.warns(DataWarning, match=r'1 of 2 test positives are also training pairs'): load_cmn_npz(tmp_path/'leak.npz')
