@@ -19,8 +19,8 @@ __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documen
            'cranfield_to_competition', 'load_retrieval_data', 'sample_documents', 'query_folds', 'doc_texts',
            'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'resolve_precision', 'encode',
            'standardize', 'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents',
-           'info_nce', 'finetune', 'layer_range', 'HiddenStates', 'lower_states', 'upper_encode', 'encode_states',
-           'finetune_retriever', 'bm25_search', 'fuse_runs', 'tune_fusion_weight', 'to_predictions', 'evaluate',
+           'info_nce', 'finetune', 'bm25_search', 'fuse_runs', 'tune_fusion_weight', 'layer_range', 'HiddenStates',
+           'lower_states', 'upper_encode', 'encode_states', 'finetune_retriever', 'to_predictions', 'evaluate',
            'write_submission', 'score_samples', 'per_query']
 
 # %% ../nbs/10_retrieval.ipynb #a61618e7
@@ -585,6 +585,73 @@ def finetune(model, tokenizer, # encoder (trained in place) and its tokenizer
     model.eval()
     return losses
 
+# %% ../nbs/10_retrieval.ipynb #86eb84ca
+def bm25_search(doc_texts:list[str], query_texts:list[str], # same texts as the dense model
+                k:int=100, # results per query (capped at the collection size; 0 = all)
+                k1:float=1.5, b:float=0.75
+               )->tuple[np.ndarray, np.ndarray]:
+    "BM25 top-k: (scores [n_q, k], document indices [n_q, k])"
+    import bm25s
+    nd = len(doc_texts); k = nd if k <= 0 or k > nd else k
+    if not query_texts: return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    r = bm25s.BM25(k1=k1, b=b)
+    r.index(bm25s.tokenize(doc_texts, stopwords='en', show_progress=False), show_progress=False)
+    qt = bm25s.tokenize(query_texts, stopwords='en', show_progress=False, return_ids=False)
+    qt = [[t for t in q if t in r.vocab_dict] for q in qt]
+    idx, sc = r.retrieve(qt, k=k, show_progress=False, n_threads=1)
+    return np.asarray(sc, np.float32), np.asarray(idx, np.int64)
+
+# %% ../nbs/10_retrieval.ipynb #14d3906b
+def _norm_scores(s:np.ndarray, norm:str)->np.ndarray:
+    "Per-row normalisation of a run's scores; the row minimum maps to 0"
+    s = s.astype(np.float64)
+    if norm == 'minmax': lo, sc = s.min(1, keepdims=True), np.ptp(s, 1, keepdims=True)
+    elif norm == 'zscore': sc = s.std(1, keepdims=True); lo = s.min(1, keepdims=True)
+    else: raise ValueError(f"norm={norm!r}: expected 'minmax' or 'zscore'")
+    return (s - lo) / np.where(sc > 0, sc, 1.0)
+
+def fuse_runs(runs:list, # [(scores [n_q, k_r], indices [n_q, k_r])] per system, rows in rank order
+              n_docs:int, # collection size (indices are < n_docs)
+              method:str="rrf", # "rrf" (reciprocal rank fusion) or "linear" (normalised score mix)
+              weights=None, # weight per run; None = equal (1 each for rrf, 1/len(runs) for linear)
+              k:int=100, # results per query; 0 = every document some run retrieved
+              rrf_k:float=60.0, # the RRF constant
+              norm:str="minmax" # linear: "minmax" or "zscore"
+             )->tuple[np.ndarray, np.ndarray]:
+    "Fused top-k: (scores [n_q, k] descending, document indices [n_q, k]); ties broken by document index"
+    if method not in ('rrf', 'linear'): raise ValueError(f"fusion method={method!r}: expected 'rrf' or 'linear'")
+    nq = runs[0][1].shape[0]
+    if any(i.shape[0] != nq for _, i in runs): raise ValueError(f'every run needs the same queries: got {[i.shape[0] for _, i in runs]} rows')
+    w = np.asarray(weights if weights is not None else [1.0 if method == 'rrf' else 1 / len(runs)] * len(runs), dtype=np.float64)
+    keys, vals = [], []
+    for (s, i), wr in zip(runs, w):
+        v = np.broadcast_to(1.0 / (rrf_k + 1 + np.arange(i.shape[1])), i.shape) if method == 'rrf' else _norm_scores(s, norm)
+        keys.append((np.arange(nq, dtype=np.int64)[:, None] * n_docs + i).ravel()); vals.append(wr * v.ravel())
+    u, inv = np.unique(np.concatenate(keys), return_inverse=True)
+    tot = np.bincount(inv, weights=np.concatenate(vals), minlength=len(u))
+    q, d = u // n_docs, u % n_docs
+    o = np.lexsort((d, -tot, q)); q, d, tot = q[o], d[o], tot[o]
+    cnt = np.bincount(q, minlength=nq); kk = int(cnt.min()) if k <= 0 else min(k, int(cnt.min()))
+    sel = (np.arange(len(q)) - np.repeat(np.cumsum(cnt) - cnt, cnt)) < kk
+    return tot[sel].reshape(nq, kk).astype(np.float32), d[sel].reshape(nq, kk)
+
+# %% ../nbs/10_retrieval.ipynb #26179ad6
+def tune_fusion_weight(runs:list, # [(scores, indices)] of (dense, bm25) on the TRAINING queries
+                       n_docs:int, qrels:pl.DataFrame, # judgements of those queries
+                       query_ids, doc_ids, # ids of the runs' rows and of the collection
+                       grid=None, # weights of the first run to try; None = 0, 0.05, ..., 1
+                       metric:str="ndcg@10", norm:str="minmax", k:int=100
+                      )->tuple[float, dict]:
+    "(best weight of the first run, {weight: metric}) of a two-run linear fusion"
+    grid = np.round(np.linspace(0, 1, 21), 4) if grid is None else np.asarray(grid, dtype=np.float64)
+    ks = (int(metric.split('@')[1]),) if '@' in metric else (10,)
+    res = {}
+    for w in grid:
+        s, i = fuse_runs(runs, n_docs, 'linear', [w, 1 - w], k, norm=norm)
+        res[float(w)] = evaluate(to_predictions(query_ids, doc_ids, s, i), qrels, ks=ks)[metric]
+    best = max(res, key=lambda w: (res[w], -w))
+    return best, res
+
 # %% ../nbs/10_retrieval.ipynb #d33bd992
 from contextlib import contextmanager
 
@@ -729,73 +796,6 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
     model.load_state_dict(best_state); model.eval()
     hist.update(best_epoch=int(np.argmax(hist['val_ndcg@10'])), seconds=time.perf_counter() - t0, doc_embeddings=best_D)
     return hist
-
-# %% ../nbs/10_retrieval.ipynb #86eb84ca
-def bm25_search(doc_texts:list[str], query_texts:list[str], # same texts as the dense model
-                k:int=100, # results per query (capped at the collection size; 0 = all)
-                k1:float=1.5, b:float=0.75
-               )->tuple[np.ndarray, np.ndarray]:
-    "BM25 top-k: (scores [n_q, k], document indices [n_q, k])"
-    import bm25s
-    nd = len(doc_texts); k = nd if k <= 0 or k > nd else k
-    if not query_texts: return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    r = bm25s.BM25(k1=k1, b=b)
-    r.index(bm25s.tokenize(doc_texts, stopwords='en', show_progress=False), show_progress=False)
-    qt = bm25s.tokenize(query_texts, stopwords='en', show_progress=False, return_ids=False)
-    qt = [[t for t in q if t in r.vocab_dict] for q in qt]
-    idx, sc = r.retrieve(qt, k=k, show_progress=False, n_threads=1)
-    return np.asarray(sc, np.float32), np.asarray(idx, np.int64)
-
-# %% ../nbs/10_retrieval.ipynb #14d3906b
-def _norm_scores(s:np.ndarray, norm:str)->np.ndarray:
-    "Per-row normalisation of a run's scores; the row minimum maps to 0"
-    s = s.astype(np.float64)
-    if norm == 'minmax': lo, sc = s.min(1, keepdims=True), np.ptp(s, 1, keepdims=True)
-    elif norm == 'zscore': sc = s.std(1, keepdims=True); lo = s.min(1, keepdims=True)
-    else: raise ValueError(f"norm={norm!r}: expected 'minmax' or 'zscore'")
-    return (s - lo) / np.where(sc > 0, sc, 1.0)
-
-def fuse_runs(runs:list, # [(scores [n_q, k_r], indices [n_q, k_r])] per system, rows in rank order
-              n_docs:int, # collection size (indices are < n_docs)
-              method:str="rrf", # "rrf" (reciprocal rank fusion) or "linear" (normalised score mix)
-              weights=None, # weight per run; None = equal (1 each for rrf, 1/len(runs) for linear)
-              k:int=100, # results per query; 0 = every document some run retrieved
-              rrf_k:float=60.0, # the RRF constant
-              norm:str="minmax" # linear: "minmax" or "zscore"
-             )->tuple[np.ndarray, np.ndarray]:
-    "Fused top-k: (scores [n_q, k] descending, document indices [n_q, k]); ties broken by document index"
-    if method not in ('rrf', 'linear'): raise ValueError(f"fusion method={method!r}: expected 'rrf' or 'linear'")
-    nq = runs[0][1].shape[0]
-    if any(i.shape[0] != nq for _, i in runs): raise ValueError(f'every run needs the same queries: got {[i.shape[0] for _, i in runs]} rows')
-    w = np.asarray(weights if weights is not None else [1.0 if method == 'rrf' else 1 / len(runs)] * len(runs), dtype=np.float64)
-    keys, vals = [], []
-    for (s, i), wr in zip(runs, w):
-        v = np.broadcast_to(1.0 / (rrf_k + 1 + np.arange(i.shape[1])), i.shape) if method == 'rrf' else _norm_scores(s, norm)
-        keys.append((np.arange(nq, dtype=np.int64)[:, None] * n_docs + i).ravel()); vals.append(wr * v.ravel())
-    u, inv = np.unique(np.concatenate(keys), return_inverse=True)
-    tot = np.bincount(inv, weights=np.concatenate(vals), minlength=len(u))
-    q, d = u // n_docs, u % n_docs
-    o = np.lexsort((d, -tot, q)); q, d, tot = q[o], d[o], tot[o]
-    cnt = np.bincount(q, minlength=nq); kk = int(cnt.min()) if k <= 0 else min(k, int(cnt.min()))
-    sel = (np.arange(len(q)) - np.repeat(np.cumsum(cnt) - cnt, cnt)) < kk
-    return tot[sel].reshape(nq, kk).astype(np.float32), d[sel].reshape(nq, kk)
-
-# %% ../nbs/10_retrieval.ipynb #26179ad6
-def tune_fusion_weight(runs:list, # [(scores, indices)] of (dense, bm25) on the TRAINING queries
-                       n_docs:int, qrels:pl.DataFrame, # judgements of those queries
-                       query_ids, doc_ids, # ids of the runs' rows and of the collection
-                       grid=None, # weights of the first run to try; None = 0, 0.05, ..., 1
-                       metric:str="ndcg@10", norm:str="minmax", k:int=100
-                      )->tuple[float, dict]:
-    "(best weight of the first run, {weight: metric}) of a two-run linear fusion"
-    grid = np.round(np.linspace(0, 1, 21), 4) if grid is None else np.asarray(grid, dtype=np.float64)
-    ks = (int(metric.split('@')[1]),) if '@' in metric else (10,)
-    res = {}
-    for w in grid:
-        s, i = fuse_runs(runs, n_docs, 'linear', [w, 1 - w], k, norm=norm)
-        res[float(w)] = evaluate(to_predictions(query_ids, doc_ids, s, i), qrels, ks=ks)[metric]
-    best = max(res, key=lambda w: (res[w], -w))
-    return best, res
 
 # %% ../nbs/10_retrieval.ipynb #83d1b139
 def to_predictions(query_ids, # [n_q] ids of the searched queries
