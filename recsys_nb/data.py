@@ -101,7 +101,7 @@ def file_fingerprint(*paths:str|Path, # files (or folders, hashed file by file)
             else: h.update(str(st.st_mtime_ns).encode())
     return h.hexdigest()[:n]
 
-# %% ../nbs/01_data.ipynb #b09729e6
+# %% ../nbs/01_data.ipynb #e70bdb90
 def read_utf8(path:str|Path # a text file
              )->str:
     "Text of `path` (UTF-8, a leading BOM dropped); bytes that are not UTF-8 are an error naming file, line and column"
