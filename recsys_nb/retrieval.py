@@ -19,9 +19,9 @@ __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documen
            'cranfield_to_competition', 'load_retrieval_data', 'sample_documents', 'query_folds', 'doc_texts',
            'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'resolve_precision', 'encode',
            'standardize', 'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents',
-           'info_nce', 'finetune', 'bm25_search', 'fuse_runs', 'tune_fusion_weight', 'layer_range', 'HiddenStates',
-           'lower_states', 'upper_encode', 'encode_states', 'finetune_retriever', 'to_predictions', 'evaluate',
-           'write_submission', 'score_samples', 'per_query']
+           'info_nce', 'finetune', 'bm25_search', 'to_predictions', 'evaluate', 'write_submission', 'fuse_runs',
+           'tune_fusion_weight', 'layer_range', 'HiddenStates', 'lower_states', 'upper_encode', 'encode_states',
+           'finetune_retriever', 'score_samples', 'per_query']
 
 # %% ../nbs/10_retrieval.ipynb #a61618e7
 def _line_at(text:str, pos:int)->int: return text.count('\n', 0, pos) + 1
@@ -601,6 +601,36 @@ def bm25_search(doc_texts:list[str], query_texts:list[str], # same texts as the 
     idx, sc = r.retrieve(qt, k=k, show_progress=False, n_threads=1)
     return np.asarray(sc, np.float32), np.asarray(idx, np.int64)
 
+# %% ../nbs/10_retrieval.ipynb #83d1b139
+def to_predictions(query_ids, # [n_q] ids of the searched queries
+                   doc_ids, # [n_d] ids of the collection
+                   scores:np.ndarray, indices:np.ndarray # from `search` / `bm25_search`
+                  )->pl.DataFrame:
+    "Long prediction table: query_id, doc_id, score (rank order within each query)"
+    q = pl.Series('query_id', [str(x) for x in query_ids], dtype=pl.String)
+    d = pl.Series('doc_id', [str(x) for x in doc_ids], dtype=pl.String)
+    n, k = indices.shape
+    return pl.DataFrame([q.gather(np.repeat(np.arange(n), k)), d.gather(indices.ravel()),
+                         pl.Series('score', scores.ravel().astype(np.float64))])
+
+def evaluate(preds:pl.DataFrame, # long predictions of the evaluated queries
+             qrels:pl.DataFrame, # judgements of the same queries
+             ks=(10, 100) # cut-offs
+            )->dict:
+    "`recsys_nb.metrics.retrieval_report`, with the judged queries of `qrels` that `preds` covers"
+    from recsys_nb.metrics import retrieval_report
+    return {k: float(v) for k, v in retrieval_report(preds, qrels, ks=ks).items()}
+
+def write_submission(preds:pl.DataFrame, # long predictions of the test queries
+                     path:str|Path # CSV to write (atomically)
+                    )->Path:
+    "The seed's submission: columns id (`<query_id>_<doc_id>`, the index), doc_id, query_id, score"
+    import pandas as pd
+    df = pd.DataFrame({'id': (preds['query_id'] + '_' + preds['doc_id']).to_list(), 'doc_id': preds['doc_id'].to_list(),
+                       'query_id': preds['query_id'].to_list(), 'score': preds['score'].to_numpy()}).set_index('id')
+    with atomic_path(path) as tmp: df.to_csv(tmp)
+    return Path(path)
+
 # %% ../nbs/10_retrieval.ipynb #14d3906b
 def _norm_scores(s:np.ndarray, norm:str)->np.ndarray:
     "Per-row normalisation of a run's scores; the row minimum maps to 0"
@@ -796,36 +826,6 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
     model.load_state_dict(best_state); model.eval()
     hist.update(best_epoch=int(np.argmax(hist['val_ndcg@10'])), seconds=time.perf_counter() - t0, doc_embeddings=best_D)
     return hist
-
-# %% ../nbs/10_retrieval.ipynb #83d1b139
-def to_predictions(query_ids, # [n_q] ids of the searched queries
-                   doc_ids, # [n_d] ids of the collection
-                   scores:np.ndarray, indices:np.ndarray # from `search` / `bm25_search`
-                  )->pl.DataFrame:
-    "Long prediction table: query_id, doc_id, score (rank order within each query)"
-    q = pl.Series('query_id', [str(x) for x in query_ids], dtype=pl.String)
-    d = pl.Series('doc_id', [str(x) for x in doc_ids], dtype=pl.String)
-    n, k = indices.shape
-    return pl.DataFrame([q.gather(np.repeat(np.arange(n), k)), d.gather(indices.ravel()),
-                         pl.Series('score', scores.ravel().astype(np.float64))])
-
-def evaluate(preds:pl.DataFrame, # long predictions of the evaluated queries
-             qrels:pl.DataFrame, # judgements of the same queries
-             ks=(10, 100) # cut-offs
-            )->dict:
-    "`recsys_nb.metrics.retrieval_report`, with the judged queries of `qrels` that `preds` covers"
-    from recsys_nb.metrics import retrieval_report
-    return {k: float(v) for k, v in retrieval_report(preds, qrels, ks=ks).items()}
-
-def write_submission(preds:pl.DataFrame, # long predictions of the test queries
-                     path:str|Path # CSV to write (atomically)
-                    )->Path:
-    "The seed's submission: columns id (`<query_id>_<doc_id>`, the index), doc_id, query_id, score"
-    import pandas as pd
-    df = pd.DataFrame({'id': (preds['query_id'] + '_' + preds['doc_id']).to_list(), 'doc_id': preds['doc_id'].to_list(),
-                       'query_id': preds['query_id'].to_list(), 'score': preds['score'].to_numpy()}).set_index('id')
-    with atomic_path(path) as tmp: df.to_csv(tmp)
-    return Path(path)
 
 # %% ../nbs/10_retrieval.ipynb #b94dfe85
 def score_samples(q, d, # standardised query and document embeddings
