@@ -60,7 +60,7 @@ def phase_index(a):
         t = time.perf_counter(); _, ix = search_index(ivf, Q, 100); s = time.perf_counter() - t
         r['sweep'].append({'nprobe': p, 'recall@100_vs_exact': recall_vs_exact(ix, exact), 'search_s': s})
     r['n_queries'] = len(Q); r['faiss'] = faiss.__version__; r['faiss_threads'] = faiss.omp_get_max_threads()
-    r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from recsys_nb.retrieval_scale import _peak_rss_mb; r['peak_rss_mb'] = _peak_rss_mb()
     print('RESULT ' + json.dumps(r))
 
 
@@ -108,7 +108,7 @@ def main():
     ap.add_argument('--token-max-length', type=int, default=64)
     ap.add_argument('--batch-size', type=int, default=256)
     ap.add_argument('--nlist', type=int, default=1024)
-    ap.add_argument('--nprobe', type=int, nargs='+', default=[8, 16, 32, 64, 128])
+    ap.add_argument('--nprobe', type=int, nargs='+', default=[8, 16, 32, 64, 128, 256, 512])
     ap.add_argument('--n-queries', type=int, default=1000)
     ap.add_argument('--work', default='/tmp/retrieval_scale_bench')
     ap.add_argument('--max-seconds', type=float, default=0, help='skip a size whose run, predicted from the previous size, would end after this (0: no limit)')

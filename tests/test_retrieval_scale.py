@@ -69,7 +69,10 @@ def test_faiss_exact_equals_reference_topk(setup, one_worker):
     Q = encode_queries(model, tok, qt, man, token_max_length=32)
     s_ref, i_ref = search(torch.from_numpy(Q), torch.from_numpy(load_embeddings(t/'one')), k=100, device='cpu')
     s, i = search_index(build_index(t/'one'), Q, k=100)
-    np.testing.assert_array_equal(i, i_ref); np.testing.assert_allclose(s, s_ref, atol=1e-5)
+    np.testing.assert_allclose(s, s_ref, atol=1e-5)
+    full = Q @ load_embeddings(t/'one').T; q, j = np.nonzero(i != i_ref)   # float16 shards give near-ties: an order may swap only there
+    assert len(q) <= 0.01 * i.size and np.all(np.abs(full[q, i[q, j]] - full[q, i_ref[q, j]]) < 1e-5)
+    assert np.all(np.take_along_axis(full, i, 1) >= np.sort(full, 1)[:, -100:-99] - 1e-5)   # every hit is in the exact top 100
     ivf = build_index(t/'one', 'ivf', nlist=8, nprobe=1)
     r1 = recall_vs_exact(search_index(ivf, Q, 100)[1], i_ref)
     set_search_params(ivf, nprobe=8)
