@@ -5,6 +5,7 @@ Every model ranks the same candidates (leave-one-out, 1 positive + 100 sampled n
 
     python benchmarks/cmn_bench.py --dataset ml-100k --folds 0 1 2 3     # one fold per call keeps locked commands short
     python benchmarks/cmn_bench.py --dataset ml-100k --ablation          # fold 0, validation users, one change at a time
+                                                                         # (--select-lr: learning rate = best of LR_GRID there)
     python benchmarks/cmn_bench.py --dataset ml-100k --speed             # seed-equivalent epoch (full neighbourhoods, 4 negatives)
 
 Results are merged into benchmarks/results/cmn_quality_cpu.json (per fold, then means over the folds present).
@@ -83,17 +84,18 @@ def run_fold(dataset, fold, R):
     return res
 
 
+LR_GRID = (1e-4, 3e-4, 3e-5)    # --select-lr: the CMN learning rate is the best of these on the validation users of fold 0
 ABLATION = [  # (name, changes from the recipe) - each row changes one thing
     ('recipe', {}),
     ('with the label leak (query user kept in the neighbourhood, as the seed)', {'exclude_user': False}),
     ('no GMF term in the output (the seed)', {'gmf_term': False}),
-    ('output memory random (the seed) instead of GMF users', {'output_memory': 'random'}),
-    ('output memory from GMF users', {'output_memory': 'gmf'}),
-    ('L2 0.1 on the dense weights (the seed)', {'l2_lambda': 0.1}),
+    ('no GMF term, with the label leak (the seed\'s model)', {'gmf_term': False, 'exclude_user': False}),
+    ('output memory from GMF users (both memories pretrained)', {'output_memory': 'gmf'}),
+    ('L2 0.001 instead of 0.1 on the dense weights', {'l2_lambda': 0.001}),
     ('hops 1', {'hops': 1}),
     ('hops 3', {'hops': 3}),
-    ('learning rate x3', 'lr*3'),
-    ('learning rate /3', 'lr/3'),
+    ('4 negatives, full neighbourhoods (the seed\'s epoch)', {'neg_count': 4, 'max_neighbors': 0, 'eval_neighbors': 0}),
+    *[(f'learning rate {lr:g}', {'learning_rate': lr}) for lr in LR_GRID],
 ]
 
 
@@ -105,16 +107,17 @@ def ablation(dataset, R, names=None):
     print(rows[-1], flush=True)
     for name, ch in ABLATION:
         if names and not any(n in name for n in names): continue
-        if ch == 'lr*3': ch = {'learning_rate': R['learning_rate'] * 3}
-        if ch == 'lr/3': ch = {'learning_rate': R['learning_rate'] / 3}
-        if all(R.get(k) == v for k, v in ch.items()) and ch: continue     # already the recipe
+        if ch and all(R.get(k) == v for k, v in ch.items()): continue     # already the recipe
         m, h, s = train_cmn(gmf, inter, val, R, 0, **ch)
         b = max(h, key=lambda r: r['val_hr@10'])
         rows.append({'name': name, 'change': ch, 'val_hr@10': b['val_hr@10'], 'val_ndcg@10': b['val_ndcg@10'], 'best_epoch': b['epoch'],
-                     'epochs_run': len(h), 'final_train_loss': h[-1]['loss'], 'seconds': s})
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+                     'epochs_run': len(h), 'final_train_loss': h[-1]['loss'], 'seconds': s, 'epoch_seconds': [r['seconds'] for r in h]})
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items() if k != 'epoch_seconds'}, flush=True)
+    lr_rows = [r for r in rows if r['name'] == 'recipe' or r['name'].startswith('learning rate')]
+    best = max(lr_rows, key=lambda r: r['val_hr@10'])       # first of equal values: the recipe
     return {'fold': 0, 'users': f'{len(val)} validation users of fold 0 (their latest training pair held out, 100 negatives)',
-            'machine': machine(), 'rows': rows}
+            'machine': machine(), 'rows': rows,
+            'selected_learning_rate': best.get('change', {}).get('learning_rate', R['learning_rate'])}
 
 
 def speed(dataset, R, epochs=2):
@@ -144,6 +147,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--dataset', default='ml-100k'); ap.add_argument('--folds', type=int, nargs='*', default=[])
     ap.add_argument('--ablation', action='store_true'); ap.add_argument('--only', nargs='*', default=None, help='ablation rows whose name contains one of these')
+    ap.add_argument('--select-lr', action='store_true', help=f'with --ablation: use the best of {LR_GRID} on the validation users for the folds')
     ap.add_argument('--speed', action='store_true'); ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--out', default=str(OUT))
     a = ap.parse_args()
@@ -156,13 +160,17 @@ def main():
                 'of <= 500 users of the fold', 'recipe': R})
     ds = res.setdefault(a.dataset, {})
     cmd = 'python ' + ' '.join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
+    if a.ablation:
+        ds['ablation'] = {**ablation(a.dataset, R, a.only), 'command': cmd}; save_json(res, out)
+        if a.select_lr and ds['ablation']['selected_learning_rate'] != R['learning_rate']:
+            R['learning_rate'] = ds['ablation']['selected_learning_rate']
+            print('selected learning rate', R['learning_rate'], '- set it as the default in nbs/tasks/cmn.ipynb', flush=True)
+    if a.speed: ds['speed'] = {**speed(a.dataset, R), 'command': cmd}; save_json(res, out)
     for fold in a.folds:
-        ds.setdefault('folds', {})[str(fold)] = {**run_fold(a.dataset, fold, R), 'command': cmd,
+        ds.setdefault('folds', {})[str(fold)] = {**run_fold(a.dataset, fold, R), 'command': cmd, 'recipe': dict(R),
                                                  'date_utc': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
         ds['mean'] = summarize(ds)
         save_json(res, out)
-    if a.ablation: ds['ablation'] = {**ablation(a.dataset, R, a.only), 'command': cmd}; save_json(res, out)
-    if a.speed: ds['speed'] = {**speed(a.dataset, R), 'command': cmd}; save_json(res, out)
     print('wrote', out)
 
 
