@@ -242,7 +242,7 @@ def test_runner_folds_then_ensemble(tmp_path, tiny, syn):
     assert m['n_fold_models'] == 2 and m['ensemble_from'] == str(res.run_dir.resolve()) and 'ner_cv_mean' in m['models'] and 'gazetteer_cv_mean' in m['models']
     mean = np.mean([load_json(res.run_dir/f'fold_{f}'/'metrics.json')['models']['ner']['span_f1'] for f in (0, 1)])
     assert abs(m['models']['ner_cv_mean']['span_f1'] - mean) < 1e-9
-    cli = subprocess.run([sys.executable, '-m', 'recsys_nb.ner', 'ensemble', str(res.run_dir), '--data-dir', str(syn),
+    cli = subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'ner-ensemble', str(res.run_dir), '--data-dir', str(syn),
                           '--out', str(tmp_path/'cli.txt'), '--device', 'cpu'], capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert (tmp_path/'cli.txt').read_text() == (d/'test_entities.txt').read_text()   # same models, same ensemble

@@ -29,7 +29,7 @@ def test_fresh_clone_runs_retrieval_and_ner_on_default_data(tmp_path):
     for task in ('retrieval', 'ner'):
         args = ['run', task, '--fold', '0', '--out', str(tmp_path/'outputs')]
         for k, v in (reg[task].get('quick') or {}).items(): args += ['-p', k, json.dumps(v) if not isinstance(v, str) else v]
-        r = _cli(*args, cwd=clone, env=env)
+        r = _cli(*args, cwd=clone, env=env, timeout=1800)
         assert r.returncode == 0, f'{task}: {r.stdout[-2000:]}\n{r.stderr[-3000:]}'
         m = json.loads(next((tmp_path/'outputs'/task).glob('*/fold_0/metrics.json')).read_text())
         assert str(clone/'data') in m['data_source'], m.get('data_source')          # the shipped copy, not anything else

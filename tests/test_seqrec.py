@@ -77,5 +77,6 @@ def test_bad_files_get_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='hh_recsys_test_hh.pq'): scan_hh(bad)
 
 def test_unknown_source_rejected(out):
-    res = run_task('seqrec', folds=[0], params={**TINY, 'source': 'netflix'}, out=out)
-    assert not res.ok and 'netflix' in str(res.errors)
+    with pytest.raises(ValueError, match="'source' must be .*got 'netflix'"):   # refused before anything runs
+        run_task('seqrec', folds=[0], params={**TINY, 'source': 'netflix'}, out=out)
+    assert not (out/'seqrec').exists()
