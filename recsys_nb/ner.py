@@ -797,7 +797,7 @@ class Gazetteer:
 def plot_per_type_f1(series:dict[str, dict], # name (model or fold) -> flat scores from `score_tags`
                      path:str|Path, kind:str='span', title:str='')->Path:
     "Grouped bar chart of per-type F1, saved as PNG"
-    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     pre = f'{kind}_f1-'
     types = sorted({k[len(pre):] for s in series.values() for k in s if k.startswith(pre)})
     fig, ax = plt.subplots(figsize=(max(6, len(types) * 0.7), 4))
@@ -819,7 +819,7 @@ def type_confusion(true:list[list[str]], pred:list[list[str]])->tuple[np.ndarray
 
 def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, title:str='')->Path:
     "Row-normalised confusion matrix of entity types, saved as PNG"
-    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     cm, types = type_confusion(true, pred)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(0.5 * len(types) + 3, 0.5 * len(types) + 2))
@@ -831,7 +831,7 @@ def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, ti
 
 def plot_learning_curves(history:list[dict], path:str|Path)->Path:
     "Train/eval loss and span/token F1 (and span F1 of the other decoders) per epoch, saved as PNG"
-    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     ep = [h['epoch'] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(ep, [h['train_loss'] for h in history], 'o-', label='train'); a.plot(ep, [h['eval_loss'] for h in history], 'o-', label='eval')
