@@ -12,9 +12,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['DATA_WARNINGS', 'seed_everything', 'set_threads', 'get_device', 'get_dtype', 'autocast', 'atomic_write',
-           'atomic_path', 'save_json', 'load_json', 'DataWarning', 'warn_data', 'write_metrics', 'cache_root',
-           'params_hash', 'make_run_id', 'new_run_dir', 'progress', 'Timer', 'EpochCheckpoint']
+__all__ = ['DATA_WARNINGS', 'seed_everything', 'set_threads', 'get_device', 'machine_info', 'get_dtype', 'autocast',
+           'atomic_write', 'atomic_path', 'save_json', 'load_json', 'DataWarning', 'warn_data', 'write_metrics',
+           'cache_root', 'params_hash', 'make_run_id', 'new_run_dir', 'progress', 'Timer', 'EpochCheckpoint']
 
 # %% ../nbs/00_core.ipynb #8c286bd4
 def seed_everything(seed:int=42, # one seed for python, numpy, torch (CPU and CUDA) and hashing
@@ -55,6 +55,17 @@ def get_device(device:str="auto" # "auto", "cpu", "cuda", "cuda:1" or "mps"
     if d not in ('cpu', 'mps') and not d.startswith('cuda'):
         raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     return torch.device(d)
+
+# %% ../nbs/00_core.ipynb #cd567465
+def machine_info(device=None # the `torch.device` (or name) the benchmark used; None: "auto"
+                )->dict:
+    "Device, CPU, torch and load average of this machine, for benchmark JSON files"
+    import os, platform, torch
+    dev = get_device('auto' if device is None else str(device))
+    name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'CPU {platform.machine()}, {os.cpu_count()} cores'
+    return {'device': str(dev), 'device_name': name, 'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
+            'cpu_count': os.cpu_count(), 'python': platform.python_version(),
+            'load_average_1_5_15': [round(x, 2) for x in os.getloadavg()] if hasattr(os, 'getloadavg') else None}
 
 # %% ../nbs/00_core.ipynb #502ba309
 def get_dtype(device, # a `torch.device` or its name

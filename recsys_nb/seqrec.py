@@ -20,10 +20,10 @@ __all__ = ['HH_FILES', 'SESSION_SCHEMA', 'VACANCY_SCHEMA', 'PQ_MAGIC', 'PAD', 'U
            'validate_schema', 'check_parquet', 'scan_parquet', 'collect_file', 'scan_hh', 'check_sessions',
            'explode_sessions', 'filter_min_counts', 'ItemVocab', 'Seqs', 'pad_left', 'SeqData', 'hh_warnings',
            'ratings_warnings', 'hh_targets', 'prepare_hh', 'prepare_loo', 'synthetic_vacancies', 'synthetic_hh',
-           'movielens_to_hh', 'ModelConfig', 'SeqRecModel', 'mask_items', 'chunked_cross_entropy', 'TrainConfig',
-           'length_buckets', 'seq_loss', 'train_seqrec', 'recommend', 'recommend_popular', 'ranking_metrics',
-           'write_submission', 'plot_history', 'load_seqrec_data', 'evaluate_model', 'run_seqrec', 'hh_submission',
-           'save_checkpoint', 'load_checkpoint']
+           'movielens_to_hh', 'ModelConfig', 'Block', 'SeqRecModel', 'mask_items', 'chunked_cross_entropy',
+           'sampled_cross_entropy', 'TrainConfig', 'length_buckets', 'seq_loss', 'train_seqrec', 'recommend',
+           'recommend_popular', 'ranking_metrics', 'write_submission', 'plot_history', 'load_seqrec_data',
+           'evaluate_model', 'run_seqrec', 'hh_submission', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/30_seqrec.ipynb #0141fe9a
 HH_FILES = {'train': 'hh_recsys_train_hh.pq', 'test': 'hh_recsys_test_hh.pq', 'vacancies': 'hh_recsys_vacancies.pq'}
@@ -514,34 +514,55 @@ class ModelConfig:
     hidden_size: int = 64
     n_layers: int = 2
     n_heads: int = 2
-    dropout: float = 0.1
-    n_positions: int = 50 # longest input sequence
+    dropout: float = 0.2
+    n_positions: int = 200 # longest input sequence
+
+class Block(nn.Module):
+    "Pre-LayerNorm transformer block: self-attention (PyTorch's fused `scaled_dot_product_attention`), then a GELU MLP"
+    def __init__(self, hidden:int, heads:int, dropout:float):
+        super().__init__()
+        if hidden % heads: raise ValueError(f'hidden_size={hidden} is not a multiple of n_heads={heads}')
+        self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.qkv, self.out = nn.Linear(hidden, 3 * hidden), nn.Linear(hidden, hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * hidden, hidden))
+        self.heads, self.p, self.drop = heads, dropout, nn.Dropout(dropout)
+    def forward(self, x:torch.Tensor, mask:torch.Tensor)->torch.Tensor:
+        B, L, H = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, L, H)))
+        return x + self.drop(self.mlp(self.ln2(x)))
 
 class SeqRecModel(nn.Module):
-    "BERT encoder over item tokens with an output layer tied to the item embeddings"
+    "Transformer over item tokens (causal for SASRec, bidirectional for BERT4Rec); scores tied to the item embeddings"
     def __init__(self, n_tokens:int, cfg:ModelConfig):
         super().__init__()
-        from transformers import BertConfig, BertModel
         if cfg.kind not in ('bert4rec', 'sasrec'): raise ValueError(f"kind={cfg.kind!r}: expected 'bert4rec' or 'sasrec'")
         self.cfg, self.n_tokens = cfg, n_tokens
-        bc = BertConfig(vocab_size=n_tokens, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.n_layers,
-                        num_attention_heads=cfg.n_heads, intermediate_size=4 * cfg.hidden_size, hidden_dropout_prob=cfg.dropout,
-                        attention_probs_dropout_prob=cfg.dropout, max_position_embeddings=cfg.n_positions, type_vocab_size=1,
-                        pad_token_id=PAD, is_decoder=cfg.kind == 'sasrec')
-        self.bert = BertModel(bc, add_pooling_layer=False)
-        self.head = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.hidden_size), nn.GELU(), nn.LayerNorm(cfg.hidden_size, eps=1e-12))
+        self.items = nn.Embedding(n_tokens, cfg.hidden_size, padding_idx=PAD)
+        self.positions = nn.Embedding(cfg.n_positions, cfg.hidden_size)
+        self.blocks = nn.ModuleList(Block(cfg.hidden_size, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
+        self.norm, self.drop = nn.LayerNorm(cfg.hidden_size), nn.Dropout(cfg.dropout)
         self.bias = nn.Parameter(torch.zeros(n_tokens))
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear): nn.init.zeros_(m.bias)
     @property
     def causal(self)->bool: return self.cfg.kind == 'sasrec'
     @property
-    def item_weight(self)->torch.Tensor: return self.bert.embeddings.word_embeddings.weight
+    def item_weight(self)->torch.Tensor: return self.items.weight
     def forward(self, ids:torch.Tensor)->torch.Tensor:
-        "Transformed hidden states [B, L, H] of left-padded token ids [B, L]"
+        "Hidden states [B, L, H] of left-padded token ids [B, L]"
         L = ids.shape[1]
         if L > self.cfg.n_positions: raise ValueError(f'sequence length {L} exceeds n_positions={self.cfg.n_positions}')
-        pos = torch.arange(L - 1, -1, -1, device=ids.device).expand_as(ids)
-        h = self.bert(input_ids=ids, attention_mask=(ids != PAD).long(), position_ids=pos).last_hidden_state
-        return self.head(h)
+        x = self.items(ids) * math.sqrt(self.cfg.hidden_size) + self.positions(torch.arange(L - 1, -1, -1, device=ids.device))
+        eye = torch.eye(L, dtype=torch.bool, device=ids.device)
+        mask = (ids != PAD)[:, None, None, :]                       # keys: no padding ...
+        if self.causal: mask = mask & eye.new_ones(L, L).tril()     # ... and no future item (SASRec)
+        mask = mask | eye                                           # a position always sees itself (padding rows stay finite)
+        x = self.drop(x)
+        for b in self.blocks: x = b(x, mask)
+        return self.norm(x)
     def scores(self, h:torch.Tensor)->torch.Tensor:
         "Scores of every token (specials included) for hidden states [..., H]"
         return h @ self.item_weight.T + self.bias
@@ -576,19 +597,36 @@ def chunked_cross_entropy(h:torch.Tensor, # hidden states [N, H] of the predicte
     total = sum(checkpoint(_ce_sum, h[s:s + chunk_size], w, b, y[s:s + chunk_size], use_reentrant=False) for s in range(0, n, chunk_size))
     return total / n
 
+# %% ../nbs/30_seqrec.ipynb #893e6724
+def sampled_cross_entropy(h:torch.Tensor, # hidden states [N, H] of the predicted positions
+                          weight:torch.Tensor, bias:torch.Tensor, # output layer [V, H], [V]
+                          targets:torch.Tensor, # target token ids [N]
+                          n_negatives:int, # items drawn uniformly (with replacement) per call
+                          generator:torch.Generator|None=None)->torch.Tensor:
+    "Mean cross-entropy of each target against `n_negatives` shared uniformly sampled items"
+    if h.shape[0] == 0: return h.sum() * 0
+    neg = N_SPECIAL + torch.randint(0, weight.shape[0] - N_SPECIAL, (n_negatives,), generator=generator).to(h.device)
+    pos = (h * weight[targets]).sum(-1, keepdim=True) + bias[targets, None]
+    s = (h @ weight[neg].T + bias[neg]).masked_fill(neg[None] == targets[:, None], -torch.inf)
+    logits = torch.cat([pos, s], 1).float()
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=h.device))
+
 # %% ../nbs/30_seqrec.ipynb #202aec42
 @dataclass
 class TrainConfig:
     "Optimisation settings"
-    epochs: int = 1
-    batch_size: int = 128
+    epochs: int = 20
+    batch_size: int = 32 # small batches: many more updates per epoch (see the benchmark's batch-size sweep)
     lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup: float = 0.05 # share of steps spent warming up
+    warmup: float = 0.02 # share of steps spent warming up (then linear decay to 0)
     max_steps: int = 0 # stop after this many steps in all (0 = no cap)
+    max_minutes: float = 0 # stop after the first epoch that ends past this many minutes of training (0 = no cap)
+    patience: int = 0 # stop when the validation metric has not improved for this many epochs (0 = never)
     mask_prob: float = 0.2
     force_last_token_mask_prob: float = 0.1
     ce_chunk: int = 0 # cross-entropy rows per chunk; 0 = auto (chunks of 4096 rows when the vocabulary exceeds 50k)
+    n_negatives: int = 0 # > 0: sampled softmax with this many uniform negatives per batch instead of all items
     precision: str = 'auto'
     max_grad_norm: float = 5.0
 
@@ -607,6 +645,7 @@ def seq_loss(model:SeqRecModel, ids:torch.Tensor, tc:TrainConfig, gen:torch.Gene
     else: inp, lab = mask_items(ids, tc.mask_prob, tc.force_last_token_mask_prob, gen)
     sel = lab != -100
     h = model(inp)[sel]
+    if tc.n_negatives: return sampled_cross_entropy(h, model.item_weight, model.bias, lab[sel], tc.n_negatives, gen)
     chunk = tc.ce_chunk or (4096 if model.n_tokens > 50_000 else 0)
     return chunked_cross_entropy(h, model.item_weight, model.bias, lab[sel], chunk)
 
@@ -617,7 +656,8 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
                  ckpt_dir:str|Path|None=None, # save the training state here after every epoch (None: off)
                  resume:bool=False # continue from the checkpoint in `ckpt_dir` when there is one
                 )->list[dict]:
-    "Train in place; returns one dict per epoch (loss, steps, seconds, and what `on_epoch` returns)"
+    """Train in place; returns one dict per epoch (loss, steps, seconds, and what `on_epoch` returns).
+    With `on_epoch` metrics, the weights of the best epoch (first metric) are restored at the end."""
     device = get_device(device) if isinstance(device, str) else device
     model.to(device); rng = np.random.default_rng(seed); gen = torch.Generator().manual_seed(seed)
     lengths = train.lengths; usable = np.flatnonzero(lengths >= (2 if model.causal else 1))
@@ -628,18 +668,21 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': tc.weight_decay}, {'params': rest, 'weight_decay': 0.}], lr=tc.lr)
     warm = max(1, int(tc.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    hist, step, start = [], 0, 0
+    hist, step, start, best = [], 0, 0, None
     ck, gens = EpochCheckpoint(ckpt_dir), {'mask': gen}
     if resume and (st := ck.load(model, opt, sched, gens)) is not None:
         start, hist, step = st['epoch'] + 1, st['history'], st['step']
         rng.bit_generator.state = st['rng']
+        if (ckpt_dir is not None) and (Path(ckpt_dir)/'best.pt').exists(): best = torch.load(Path(ckpt_dir)/'best.pt', weights_only=True)
         if verbose: print(f'resumed from {ckpt_dir} after epoch {st["epoch"]}')
     for ep in range(start, tc.epochs):
         if step >= total: break
+        if tc.max_minutes and hist and sum(h['seconds'] for h in hist) >= 60 * tc.max_minutes: break
+        if tc.patience and best is not None and ep - best['epoch'] > tc.patience: break
         model.train(); losses = []
         with Timer(device) as tm:
             for b in progress(length_buckets(lengths[usable], tc.batch_size, rng), desc=f'{model.cfg.kind} epoch {ep}', **({} if verbose else {'disable': True})):
-                ids = pad_left(train, usable[b], model.cfg.n_positions).to(device)
+                ids = pad_left(train, usable[b], model.cfg.n_positions + model.causal).to(device)   # SASRec: inputs + the next item
                 with autocast(device, tc.precision): loss = seq_loss(model, ids, tc, gen)
                 opt.zero_grad(set_to_none=True); loss.backward()
                 if tc.max_grad_norm: nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
@@ -649,7 +692,17 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
         if on_epoch is not None: rec.update(on_epoch(model, ep))
         if verbose: print({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()})
         hist.append(rec)
+        metric = next((v for k, v in rec.items() if k.startswith('val_')), None)
+        if metric is not None and (best is None or metric > best['value']):
+            best = {'epoch': ep, 'value': metric, 'state': {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            if ckpt_dir is not None:
+                Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+                with atomic_path(Path(ckpt_dir)/'best.pt') as t: torch.save(best, t)
         ck.save(model, opt, sched, {'epoch': ep, 'history': hist, 'step': step, 'rng': rng.bit_generator.state}, gens)
+    if best is not None and best['epoch'] != hist[-1]['epoch']:
+        model.load_state_dict(best['state'])
+        if verbose: print(f'best epoch {best["epoch"]} restored (val {best["value"]:.4f})')
+    for h in hist: h['best'] = best is not None and h['epoch'] == best['epoch']
     return hist
 
 # %% ../nbs/30_seqrec.ipynb #9add6e1b
