@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Epoch time of recsys_nb's SASRec against RecBole 1.2.1's SASRec, same configuration, measured in one run.
 
-    python -m venv --system-site-packages /tmp/rbvenv && /tmp/rbvenv/bin/pip install "recbole==1.2.1" "numpy<2"
+    python -m venv --system-site-packages /tmp/rbvenv
+    /tmp/rbvenv/bin/pip install "recbole==1.2.1" "numpy<2" "pandas<2.3" "scipy<1.15" colorlog==4.7.2 colorama==0.4.4 \
+        tensorboard thop tabulate plotly texttable
     python benchmarks/seqrec_vs_recbole_bench.py --recbole-python /tmp/rbvenv/bin/python --data ml-100k
 
 Configuration on both sides: 200 positions, hidden 64, 2 layers, 2 heads, inner 256, dropout 0.2, full softmax

@@ -56,7 +56,7 @@ def get_device(device:str="auto" # "auto", "cpu", "cuda", "cuda:1" or "mps"
         raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     return torch.device(d)
 
-# %% ../nbs/00_core.ipynb #cd567465
+# %% ../nbs/00_core.ipynb #e16f136a
 def machine_info(device=None # the `torch.device` (or name) the benchmark used; None: "auto"
                 )->dict:
     "Device, CPU, torch and load average of this machine, for benchmark JSON files"

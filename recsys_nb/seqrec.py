@@ -597,7 +597,7 @@ def chunked_cross_entropy(h:torch.Tensor, # hidden states [N, H] of the predicte
     total = sum(checkpoint(_ce_sum, h[s:s + chunk_size], w, b, y[s:s + chunk_size], use_reentrant=False) for s in range(0, n, chunk_size))
     return total / n
 
-# %% ../nbs/30_seqrec.ipynb #893e6724
+# %% ../nbs/30_seqrec.ipynb #fb295f98
 def sampled_cross_entropy(h:torch.Tensor, # hidden states [N, H] of the predicted positions
                           weight:torch.Tensor, bias:torch.Tensor, # output layer [V, H], [V]
                           targets:torch.Tensor, # target token ids [N]
@@ -623,7 +623,7 @@ class TrainConfig:
     max_steps: int = 0 # stop after this many steps in all (0 = no cap)
     max_minutes: float = 0 # stop after the first epoch that ends past this many minutes of training (0 = no cap)
     patience: int = 0 # stop when the validation metric has not improved for this many epochs (0 = never)
-    mask_prob: float = 0.2
+    mask_prob: float = 0.4 # BERT4Rec: share of items masked
     force_last_token_mask_prob: float = 0.1
     ce_chunk: int = 0 # cross-entropy rows per chunk; 0 = auto (chunks of 4096 rows when the vocabulary exceeds 50k)
     n_negatives: int = 0 # > 0: sampled softmax with this many uniform negatives per batch instead of all items
@@ -819,7 +819,8 @@ def run_seqrec(data:SeqData, models:list=('bert4rec', 'sasrec'), # which models 
                mc:ModelConfig|None=None, tc:TrainConfig|None=None, device='auto', seed:int=42,
                exclude_seen:bool=True, k:int=100, verbose:bool=True,
                ckpt_dir:str|Path|None=None, # per-epoch checkpoints in ckpt_dir/<model> (None: off)
-               resume:bool=False # continue each model from its checkpoint
+               resume:bool=False, # continue each model from its checkpoint
+               train_overrides:dict|None=None # per model, `TrainConfig` fields that differ, e.g. {'bert4rec': {'lr': 2e-3}}
               )->dict:
     "Train and evaluate `models` and the popularity baseline; returns metrics, histories, trained models and top-k lists"
     device = get_device(device) if isinstance(device, str) else device
@@ -833,7 +834,8 @@ def run_seqrec(data:SeqData, models:list=('bert4rec', 'sasrec'), # which models 
     for name in models:
         seed_everything(seed)
         model = SeqRecModel(len(data.vocab), ModelConfig(**{**asdict(mc), 'kind': name}))
-        res['history'][name] = train_seqrec(model, data.train, tc, device, seed, on_epoch, verbose,
+        tcm = TrainConfig(**{**asdict(tc), **(train_overrides or {}).get(name, {})})
+        res['history'][name] = train_seqrec(model, data.train, tcm, device, seed, on_epoch, verbose,
                                             None if ckpt_dir is None else Path(ckpt_dir)/name, resume)
         res['metrics'][name], res['topk'][name] = evaluate_model(model, data, k, exclude_seen, device, tc.precision)
         res['metrics'][name]['epoch_seconds'] = float(np.mean([h['seconds'] for h in res['history'][name]]))
