@@ -9,8 +9,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
-from .core import (seed_everything, get_device, get_dtype, autocast, atomic_write, save_json, load_json,
-                            progress, Timer)
+from .core import (seed_everything, get_device, get_dtype, autocast, atomic_write, atomic_path, save_json, load_json,
+                            progress, Timer, EpochCheckpoint)
 from .data import find_data, register_synthetic, default_encoder, read_utf8
 
 # %% auto #0
@@ -21,8 +21,8 @@ __all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'SHAPES', 'read_texts', 're
            'viterbi_path', 'decode', 'score_tags', 'mention_recall', 'NerConfig', 'TrainResult', 'class_weights',
            'token_loss', 'train_ner', 'save_ner_model', 'load_ner_model', 'find_fold_models', 'ensemble_probs',
            'write_somd_tags', 'predict_run', 'Gazetteer', 'plot_per_type_f1', 'type_confusion', 'plot_confusion',
-           'plot_learning_curves', 'run_fold', 'model_metrics', 'resolve_path', 'resolve_ensemble_from',
-           'fold_metrics_table']
+           'plot_learning_curves', 'run_fold', 'drop_checkpoints', 'model_metrics', 'resolve_path',
+           'resolve_ensemble_from', 'fold_metrics_table']
 
 # %% ../nbs/40_ner.ipynb #e37b6b78
 SOMD_TYPES = ['Abbreviation', 'AlternativeName', 'Application', 'Citation', 'Developer', 'Extension', 'License',
@@ -627,11 +627,38 @@ def token_loss(logits, # [batch, length, n_labels]
     w = weight[y]
     return (loss * w).sum() / w.sum()
 
+def _save_kept(folder:Path, epoch:int, probs:list, state:dict|None)->str:
+    "Write the kept epoch's evaluation probabilities (and, with `keep_best`, its weights) beside the checkpoint"
+    from safetensors.torch import save_file
+    name = f'kept_epoch{epoch}.safetensors'
+    t = {'probs': torch.from_numpy(np.concatenate(probs))} | {f'model.{k}': v.contiguous() for k, v in (state or {}).items()}
+    with atomic_path(folder/name) as tmp: save_file(t, str(tmp))
+    return name
+
+def _load_kept(path:Path, n_words:list[int])->tuple[list, dict|None]:
+    "Probabilities per sentence and weights (None without `keep_best`) written by `_save_kept`"
+    from safetensors.torch import load_file
+    t = load_file(str(path))
+    probs = np.split(t.pop('probs').numpy(), np.cumsum(n_words)[:-1])
+    return probs, {k[len('model.'):]: v for k, v in t.items()} or None
+
+def _check_resumable(folder:Path, fit:dict):
+    "Refuse a checkpoint written with other settings or data (its run would not be this one)"
+    flat = lambda f: {**f.get('config', {}), **{k: v for k, v in f.items() if k != 'config'}}
+    was, now = flat(load_json(folder/'state.json').get('fit', {})), flat(fit)
+    diff = [k for k in now if was.get(k) != now[k]]
+    if diff: raise ValueError(f'{folder}: the checkpoint was written with other settings or data ({", ".join(diff)}: '
+                              f'{[was.get(k) for k in diff]} there, {[now[k] for k in diff]} now); '
+                              'resume with the same settings, or delete the folder to start afresh')
+
 def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
               train_tokens:list[list[str]], train_tags:list[list[str]], # training sentences
               eval_tokens:list[list[str]], eval_tags:list[list[str]], # evaluation sentences
               labels:list[str], cfg:NerConfig=NerConfig(), device="auto",
-              verbose:bool=True)->TrainResult:
+              verbose:bool=True,
+              ckpt_dir:str|Path|None=None, # save the training state here after every epoch (None: off)
+              resume:bool=False # continue after the last epoch saved in `ckpt_dir` (none there: from the start)
+             )->TrainResult:
     "Fine-tune `model`, evaluating every epoch; the best epoch by span F1 (or the last) is restored"
     from transformers import get_scheduler
     seed_everything(cfg.seed)
@@ -649,8 +676,21 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
     scaler = torch.amp.GradScaler(dev.type, enabled=get_dtype(dev, cfg.precision) == torch.float16)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     weight = torch.tensor(class_weights(train_tags, labels, cfg.class_weight_power), device=dev) if cfg.class_weight_power else None
-    history, best, best_state, best_probs, bad = [], -1.0, None, None, 0
-    for epoch in range(1, cfg.epochs + 1):
+    history, best, best_state, best_probs, bad, start, stop = [], -1.0, None, None, 0, 1, False
+    # the batch order of an epoch comes from seed + epoch; dropout draws from torch's generators, saved with the checkpoint
+    ck, kept = EpochCheckpoint(ckpt_dir), None
+    gens = {'cuda': torch.cuda.default_generators[dev.index or 0]} if dev.type == 'cuda' else {}
+    fit = {'config': asdict(cfg), 'train_windows': len(tr_w), 'eval_windows': len(ev_w)}
+    if resume and ck.folder is not None and (ck.folder/'state.json').exists():
+        _check_resumable(ck.folder, fit)
+        st = ck.load(model, opt, sched, gens)
+        if st.get('scaler'): scaler.load_state_dict(st['scaler'])
+        history, best, bad, stop, kept = st['history'], st['best'], st['bad'], st['stopped'], st['kept']
+        best_probs, best_state = _load_kept(ck.folder/kept, n_words)
+        start = st['epoch'] + 1
+        if verbose: print(f"resumed from {ck.folder} after epoch {st['epoch']} of {cfg.epochs}")
+    for epoch in range(start, cfg.epochs + 1):
+        if stop: break
         model.train()
         batches = length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
         loss_sum, n_tok, n_sub = 0.0, 0, 0
@@ -681,9 +721,14 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
         if improved or not cfg.keep_best:
             best_probs = probs
             if cfg.keep_best: best_state = {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
-        if cfg.patience and bad >= cfg.patience:
-            if verbose: print(f'early stop: no span F1 gain for {bad} epochs')
-            break
+        stop = bool(cfg.patience and bad >= cfg.patience)
+        if ck.folder is not None:   # the kept epoch's file first; state.json (written last by `save`) names it
+            if improved or not cfg.keep_best: kept = _save_kept(ck.folder, epoch, best_probs, best_state)
+            ck.save(model, opt, sched, {'epoch': epoch, 'history': history, 'best': best, 'bad': bad, 'stopped': stop, 'kept': kept,
+                                        'scaler': scaler.state_dict(), 'fit': fit}, gens)
+            for f in ck.folder.glob('kept_epoch*.safetensors'):
+                if f.name != kept: f.unlink()
+        if stop and verbose: print(f'early stop: no span F1 gain for {bad} epochs')
     if best_state is not None: model.load_state_dict(best_state)
     best_rec = max(history, key=lambda r: r['span_f1']) if cfg.keep_best else history[-1]
     return TrainResult(model, history, best_rec['epoch'], best_rec, best_probs)
@@ -845,8 +890,10 @@ def plot_learning_curves(history:list[dict], path:str|Path)->Path:
 # %% ../nbs/40_ner.ipynb #da3c36c2
 def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str="", labels:str|list="somd",
              negative_ratio:float=0.3, cfg:NerConfig=NerConfig(), freeze_embedding:bool=False, freeze_layers:int=0,
-             device="auto", out_dir:str|Path|None=None, save_model:bool=True, limit:int=0, verbose:bool=True)->dict:
-    "Train and evaluate one CV fold; writes `eval_result.json` (and the model) into `out_dir` when given"
+             device="auto", out_dir:str|Path|None=None, save_model:bool=True, limit:int=0, verbose:bool=True,
+             resume:bool=False # continue from the epoch checkpoint in out_dir/checkpoints (written after every epoch)
+            )->dict:
+    "Train and evaluate one CV fold; writes `eval_result.json` (and the model, and epoch checkpoints) into `out_dir` when given"
     tokens, tags, labs = load_somd(data_dir, 'train', labels)
     if limit: tokens, tags = tokens[:limit], tags[:limit]
     tr, ev = fold_indices(len(tokens), fold, n_splits)
@@ -855,7 +902,8 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
     tok = load_tokenizer(model_name)
     seed_everything(cfg.seed)   # the fresh head's initial weights
     model = build_model(model_name, labs, freeze_embedding, freeze_layers, cfg.case_feature)
-    res = train_ner(model, tok, pick(tokens, tr), pick(tags, tr), pick(tokens, ev), pick(tags, ev), labs, cfg, device, verbose)
+    res = train_ner(model, tok, pick(tokens, tr), pick(tags, tr), pick(tokens, ev), pick(tags, ev), labs, cfg, device, verbose,
+                    None if out_dir is None else Path(out_dir)/'checkpoints', resume)
     pred = decode(res.eval_probs, labs, cfg.threshold, viterbi=cfg.viterbi)
     gaz = Gazetteer().fit(pick(tokens, tr), pick(tags, tr))
     gaz_pred = gaz.predict(pick(tokens, ev))
@@ -875,6 +923,16 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
             save_ner_model(res.model, tok, out_dir/'model', labs, cfg, {'fold': fold, 'n_splits': n_splits, 'model_name': model_name or 'all-MiniLM-L6-v2',
                                                                           'best_epoch': res.best_epoch, 'span_f1': b['span_f1']})
     return out
+
+def drop_checkpoints(out_dir:str|Path # a fold folder whose metrics.json is written
+                    ):
+    "Remove the epoch checkpoints of a finished fold (`out_dir/checkpoints`); an unfinished fold keeps them for resuming"
+    import shutil
+    out_dir = Path(out_dir)
+    if not (out_dir/'metrics.json').exists():
+        raise FileNotFoundError(f'{out_dir}: no metrics.json, the fold has not finished; its checkpoints stay for --resume')
+    shutil.rmtree(out_dir/'checkpoints', ignore_errors=True)
+
 
 # %% ../nbs/40_ner.ipynb #35611b1e
 def model_metrics(scores:dict, # flat scores from `score_tags`
