@@ -12,14 +12,14 @@ training part: RecBole enumerates every prefix of every user as its own padded s
 recsys_nb trains every position of each user's sequence at once (causal attention), the same targets. recsys_nb is
 also timed at its recipe's batch of 32 sequences. Writes benchmarks/results/seqrec_vs_recbole_<device>.json.
 """
-import argparse, json, subprocess, sys, time, datetime as dt
+import argparse, json, subprocess, sys, tempfile, time, datetime as dt
 from pathlib import Path
 import numpy as np
 from recsys_nb.core import save_json, seed_everything, machine_info
 from recsys_nb.data import movielens_folder
 from recsys_nb.seqrec import load_seqrec_data, train_seqrec, SeqRecModel, ModelConfig, TrainConfig
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
 
 def ours(data:str, batch_size:int, epochs:int)->dict:
     d, _ = load_seqrec_data(data, n_positions=200, min_item_cnt=0, min_seq_len=3, n_folds=1, max_val_users=0)
@@ -38,7 +38,7 @@ def main(argv=None):
     m0 = machine_info('cpu'); folder, _ = movielens_folder(a.data)
     t = time.perf_counter()
     rb = subprocess.run([a.recbole_python, str(HERE/'recbole'/'recbole_sasrec_epoch.py'), a.data, str(folder.parent), str(a.epochs)],
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, cwd=tempfile.mkdtemp())   # RecBole writes log folders into its cwd
     if rb.returncode: sys.exit(f'RecBole failed:\n{rb.stderr[-3000:]}')
     rec = json.loads(rb.stdout.strip().splitlines()[-1]); rec['wall_seconds'] = time.perf_counter() - t
     o128, o32 = ours(a.data, 128, a.epochs), ours(a.data, 32, a.epochs)
