@@ -774,10 +774,10 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
                        queries:list[str], # training and validation query texts
                        qrels:np.ndarray, # [m, 3] (query row, doc row, grade) judgements of `queries`; grade > 0 = relevant
                        val:np.ndarray, # [len(queries)] bool: validation queries (choose the epoch; not trained on)
-                       epochs:int=4, lr:float=5e-5, batch_size:int=32, temperature:float=0.05,
+                       epochs:int=4, lr:float=1e-4, batch_size:int=32, temperature:float=0.05,
                        freeze_layers:int=4, # frozen lower layers (cached); the layers above are trained
                        doc_encoder:str="shared", # "shared": one encoder, documents re-encoded every epoch; "frozen": documents keep their zero-shot embeddings, only queries are trained
-                       corpus_loss:float=0.0, # weight of the query-side loss against ALL documents (their embeddings from the start of the epoch; with pair_loss 0 a batch holds whole queries)
+                       corpus_loss:float=1.0, # weight of the query-side loss against ALL documents (their embeddings from the start of the epoch; with pair_loss 0 a batch holds whole queries)
                        pair_loss:float=1.0, # weight of the in-batch + hard-negative loss (gradient through the documents when shared)
                        n_neg:int=1, neg_depth:int=30, # hard negatives per pair, from BM25's and the model's top neg_depth
                        query_token_max_length:int=64, doc_token_max_length:int=256, train_doc_token_max_length:int=128,

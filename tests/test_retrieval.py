@@ -290,6 +290,8 @@ def test_pipeline_notebook_on_synthetic(syn, tiny_dir, tmp_path):
     if f['best_epoch'] == 0: assert m['models']['dense'] == m['models']['dense_zero_shot']   # fell back to zero-shot
     else: assert m['models']['dense'] != m['models']['dense_zero_shot']
     assert m['models']['dense_zero_shot'] == res.metrics[1]['models']['dense']   # the same zero-shot run as without fine-tuning
+    ck = ft.run_dir/'fold_1'/'checkpoints'                               # an epoch checkpoint for `recsys-nb run --resume`
+    assert json.loads((ck/'state.json').read_text())['epoch'] == 1 and (ck/'model.safetensors').exists()
 
 # ------------------------------------------------------------------ fine-tuning: losses, checkpoints, resume
 
