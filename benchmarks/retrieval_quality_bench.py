@@ -98,6 +98,7 @@ def main(argv=None):
     res['runs'].append({'command': cmd, 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
                         'load_average_1_5_15_at_start': load0, 'load_average_1_5_15_at_end': [round(x, 2) for x in os.getloadavg()]})
     if res['folds']: res['models'] = summarise(res['folds']); res['minutes_per_fold'] = {k: v['minutes'] for k, v in res['folds'].items()}
+    if len(res['folds']) >= res['recipe']['n_folds']: res.pop('pending', None)   # every fold measured with this recipe
     save_json(res, path); print('wrote', path)
     if 'models' in res:
         for n, v in res['models'].items():
