@@ -7,6 +7,8 @@ sweep on one fold.
     python benchmarks/retrieval_quality_bench.py                        # the 4 folds -> benchmarks/results/retrieval_quality_cranfield.json
     python benchmarks/retrieval_quality_bench.py --folds 0,1 --merge    # some folds, merged into the existing file
     python benchmarks/retrieval_quality_bench.py --sweep-lr 2e-5,1e-4 --sweep-fold 0 --merge   # sweep rows (fold 0)
+    python benchmarks/retrieval_quality_bench.py --sweep 'lr=1e-4,epochs=8;doc_encoder=frozen,corpus_loss=1,pair_loss=0' --merge
+                                                                        # sweep rows: any parameter overrides, one run each
 
 Every fold is a separate papermill run (outputs/bench/retrieval-quality/...); the epoch is chosen on validation
 queries inside the training folds, never on the evaluated fold.
@@ -46,6 +48,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--folds', default='0,1,2,3'); p.add_argument('--merge', action='store_true', help='merge into the existing JSON')
     p.add_argument('--sweep-lr', default='', help='learning rates to run on --sweep-fold (instead of --folds)')
+    p.add_argument('--sweep', default='', help="parameter sets to run on --sweep-fold, 'a=1,b=2;a=3' (on top of -p)")
     p.add_argument('--sweep-fold', type=int, default=0); p.add_argument('--out', default='')
     p.add_argument('--runs', default=str(ROOT/'outputs'/'bench'/'retrieval-quality'))
     p.add_argument('-p', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='pipeline parameter override')
@@ -64,7 +67,20 @@ def main(argv=None):
                device='cpu', device_name=f'CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}',
                recipe={**recipe, **params})
     res.setdefault('runs', []); res.setdefault('folds', {}); res.setdefault('sweep', {})
-    if args.sweep_lr:
+    if args.sweep:
+        for spec in [x for x in args.sweep.split(';') if x.strip()]:
+            over = dict(kv.split('=', 1) for kv in spec.split(','))
+            sp = {**params, **resolve_params('retrieval', over, from_text=True)}
+            m, minutes, run_dir = run_fold(args.sweep_fold, sp, args.runs)
+            zs, ft = m['models']['dense_zero_shot']['ndcg@10'], m['models']['dense']['ndcg@10']; f = m['finetune']
+            res['sweep'][f'fold{args.sweep_fold}_{spec}'] = {'fold': args.sweep_fold, 'params': sp, 'val_ndcg@10': f['val_ndcg@10'],
+                'kept_epoch': f['best_epoch'], 'train_loss': f['train_loss'], 'finetune_minutes': f['minutes'],
+                'test_ndcg@10_zero_shot': zs, 'test_ndcg@10_fine_tuned': ft, 'test_recall@100_fine_tuned': m['models']['dense']['recall@100'],
+                'minutes': minutes, 'run_dir': run_dir, 'load_average_1_5_15_at_end': [round(x, 2) for x in os.getloadavg()]}
+            print(f'sweep {spec}: val {np.round(f["val_ndcg@10"], 4)} kept {f["best_epoch"]} ({f["minutes"]:.2f} min fine-tuning), '
+                  f'fold {args.sweep_fold} NDCG@10 {zs:.4f} -> {ft:.4f}', flush=True)
+            save_json(res, path)
+    elif args.sweep_lr:
         for lr in args.sweep_lr.split(','):
             m, minutes, run_dir = run_fold(args.sweep_fold, {**params, 'lr': float(lr)}, args.runs)
             zs, ft = m['models']['dense_zero_shot']['ndcg@10'], m['models']['dense']['ndcg@10']
@@ -82,6 +98,7 @@ def main(argv=None):
     res['runs'].append({'command': cmd, 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
                         'load_average_1_5_15_at_start': load0, 'load_average_1_5_15_at_end': [round(x, 2) for x in os.getloadavg()]})
     if res['folds']: res['models'] = summarise(res['folds']); res['minutes_per_fold'] = {k: v['minutes'] for k, v in res['folds'].items()}
+    if len(res['folds']) >= res['recipe']['n_folds']: res.pop('pending', None)   # every fold measured with this recipe
     save_json(res, path); print('wrote', path)
     if 'models' in res:
         for n, v in res['models'].items():

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 import numpy as np
 import polars as pl
-from .core import atomic_write, atomic_path, save_json, load_json, progress, get_device, autocast, Timer, seed_everything, warn_data
+from .core import atomic_write, atomic_path, save_json, load_json, progress, get_device, autocast, Timer, seed_everything, warn_data, EpochCheckpoint
 from .data import find_data, file_fingerprint, assign_folds, register_synthetic, default_encoder, read_utf8
 
 # %% auto #0
@@ -763,67 +763,107 @@ def _ndcg_rows(q_emb, d_emb, qrels_rows:np.ndarray, standardization:str)->float:
     s, i = search(qq, d, 100)
     return evaluate(to_predictions(np.arange(len(qq)), np.arange(len(d)), s, i), q, ks=(10,))['ndcg@10']
 
+def _corpus_ce(qe, dn, q_rows:np.ndarray, pos:np.ndarray, rel:np.ndarray, temperature:float):
+    "Cross-entropy of each pair's document over the whole corpus `dn` [n_docs, dim]; the query's other relevant documents masked"
+    import torch
+    mask = torch.from_numpy(rel[q_rows]); mask[torch.arange(len(pos)), torch.from_numpy(pos)] = False
+    return torch.nn.functional.cross_entropy((qe @ dn.T / temperature).masked_fill(mask, float('-inf')), torch.from_numpy(pos))
+
 def finetune_retriever(model, tokenizer, # encoder (trained in place; best or zero-shot weights at the end) and tokenizer
                        docs:list[str], # the collection's texts
                        queries:list[str], # training and validation query texts
                        qrels:np.ndarray, # [m, 3] (query row, doc row, grade) judgements of `queries`; grade > 0 = relevant
                        val:np.ndarray, # [len(queries)] bool: validation queries (choose the epoch; not trained on)
-                       epochs:int=4, lr:float=5e-5, batch_size:int=32, temperature:float=0.05,
+                       epochs:int=4, lr:float=1e-4, batch_size:int=32, temperature:float=0.05,
                        freeze_layers:int=4, # frozen lower layers (cached); the layers above are trained
+                       doc_encoder:str="shared", # "shared": one encoder, documents re-encoded every epoch; "frozen": documents keep their zero-shot embeddings, only queries are trained
+                       corpus_loss:float=1.0, # weight of the query-side loss against ALL documents (their embeddings from the start of the epoch; with pair_loss 0 a batch holds whole queries)
+                       pair_loss:float=1.0, # weight of the in-batch + hard-negative loss (gradient through the documents when shared)
                        n_neg:int=1, neg_depth:int=30, # hard negatives per pair, from BM25's and the model's top neg_depth
                        query_token_max_length:int=64, doc_token_max_length:int=256, train_doc_token_max_length:int=128,
-                       standardization:str="corpus", precision:str="auto", seed:int=42, warmup:float=0.1, batch_size_encode:int=64
+                       standardization:str="corpus", precision:str="auto", seed:int=42, warmup:float=0.1, batch_size_encode:int=64,
+                       doc_embeddings=None, # [n_docs, dim] zero-shot embeddings of `docs` at doc_token_max_length, when known (frozen: not re-encoded)
+                       ckpt_dir:str|Path|None=None, # training state saved here after every epoch (None: off)
+                       resume:bool=False, # continue from the checkpoint in `ckpt_dir` when there is one
+                       on_epoch=None # callback(epoch, history) after each trained epoch and its checkpoint
                       )->dict:
-    "Train the upper layers with hard and in-batch negatives; keep the epoch best on `val`: a history dict (+ 'doc_embeddings')"
+    "Train the upper layers against hard, in-batch or all documents; keep the epoch best on `val`: a history dict (+ 'doc_embeddings')"
     import torch
+    F = torch.nn.functional
     t0 = time.perf_counter(); rng = np.random.default_rng(seed); torch.manual_seed(seed)
     qrels = np.asarray(qrels, dtype=np.int64); val = np.asarray(val, bool); nd, nq = len(docs), len(queries)
     n_layers = len(_layers_of(model)[1].layer)
     if not 0 <= freeze_layers < n_layers: raise ValueError(f'freeze_layers={freeze_layers}: expected 0..{n_layers - 1} for a {n_layers}-layer encoder')
+    if doc_encoder not in ('shared', 'frozen'): raise ValueError(f"doc_encoder={doc_encoder!r}: expected 'shared' or 'frozen'")
+    if corpus_loss < 0 or pair_loss < 0 or corpus_loss + pair_loss == 0: raise ValueError(f'corpus_loss={corpus_loss}, pair_loss={pair_loss}: expected weights >= 0, not both 0')
     rel = np.zeros((nq, nd), bool); r = qrels[qrels[:, 2] > 0]; rel[r[:, 0], r[:, 1]] = True
     pairs = r[~val[r[:, 0]], :2]; trq = np.flatnonzero(~val); vq = qrels[val[qrels[:, 0]]]
     if len(pairs) < 2: raise ValueError(f'fine-tuning needs at least 2 relevant (query, document) pairs outside validation, got {len(pairs)}')
     if not len(vq): raise ValueError('fine-tuning needs validation queries with judgements (val_share > 0)')
     vrow = {q: i for i, q in enumerate(np.flatnonzero(val))}; vq = np.column_stack([[vrow[q] for q in vq[:, 0]], vq[:, 1:]])
-    S_doc = lower_states(model, tokenize(tokenizer, docs, doc_token_max_length), freeze_layers, batch_size_encode, precision)
-    S_dtr = lower_states(model, tokenize(tokenizer, docs, train_doc_token_max_length), freeze_layers, batch_size_encode, precision) if train_doc_token_max_length < doc_token_max_length else S_doc
+    shared = doc_encoder == 'shared'
+    if shared:
+        S_doc = lower_states(model, tokenize(tokenizer, docs, doc_token_max_length), freeze_layers, batch_size_encode, precision)
+        S_dtr = lower_states(model, tokenize(tokenizer, docs, train_doc_token_max_length), freeze_layers, batch_size_encode, precision) if train_doc_token_max_length < doc_token_max_length else S_doc
+    else:
+        D_fixed = doc_embeddings if doc_embeddings is not None else encode(model, tokenize(tokenizer, docs, doc_token_max_length), batch_size_encode, precision, 'documents')
+        if D_fixed.shape[0] != nd: raise ValueError(f'doc_embeddings has {D_fixed.shape[0]} rows, expected one per document ({nd})')
     S_q = lower_states(model, tokenize(tokenizer, queries, query_token_max_length), freeze_layers, batch_size_encode, precision)
-    bm = np.full((nq, neg_depth), -1, np.int64); bm[trq] = bm25_search(docs, [queries[i] for i in trq], neg_depth)[1]
+    need_neg = pair_loss > 0 and n_neg > 0
+    bm = np.full((nq, neg_depth), -1, np.int64)
+    if need_neg: bm[trq] = bm25_search(docs, [queries[i] for i in trq], neg_depth)[1]
     upper = [p for l in _layers_of(model)[1].layer[freeze_layers:] for p in l.parameters()]
     opt = torch.optim.AdamW(upper, lr=lr, weight_decay=0.01)
     steps = epochs * math.ceil(len(pairs) / batch_size); warm = max(1, int(warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
     hist = {'val_ndcg@10': [], 'train_loss': [], 'epoch_seconds': [], 'n_pairs': int(len(pairs)), 'n_train_queries': int(len(trq)),
             'n_val_queries': int(val.sum())}
-    best, best_state, best_D = -1.0, None, None
-    for ep in range(epochs + 1):
+    best, best_state, best_D, start = -1.0, None, None, 0
+    ck, ck_best = EpochCheckpoint(ckpt_dir), EpochCheckpoint(None if ckpt_dir is None else Path(ckpt_dir)/'best')
+    if resume and (st := ck.load(model, opt, sched)) is not None:   # the last epoch's training state, and the kept epoch's weights
+        start, hist, best = st['epoch'] + 1, st['history'], st['best']; rng.bit_generator.state = st['rng']
+        cur, trng = {k: t.detach().clone() for k, t in model.state_dict().items()}, torch.get_rng_state()
+        ck_best.load(model); best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        model.load_state_dict(cur); torch.set_rng_state(trng)
+    for ep in range(start, epochs + 1):
         model.eval(); te = time.perf_counter()
-        D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision)
+        D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision) if shared else D_fixed
         Q = encode_states(model, S_q, freeze_layers, batch_size_encode, precision)
         v = _ndcg_rows(Q[torch.from_numpy(np.flatnonzero(val))], D, vq, standardization); hist['val_ndcg@10'].append(v)
-        if v > best: best, best_D, best_state = v, D, {k: t.detach().clone() for k, t in model.state_dict().items()}
+        if v > best:
+            best, best_D, best_state = v, D, {k: t.detach().clone() for k, t in model.state_dict().items()}
+            ck_best.save(model)
         if ep == epochs: break
-        d_s, q_s = standardize(D, Q[torch.from_numpy(trq)], standardization)
-        mined = np.full((nq, neg_depth), -1, np.int64); mined[trq] = search(q_s, d_s, neg_depth)[1]
-        cand = np.concatenate([bm, mined], 1)
         sd = (D.std(0, keepdim=True) + 1e-6) if standardization == 'corpus' else torch.ones(1, D.shape[1])
-        model.train(); perm = rng.permutation(len(pairs)); tot = []
+        dn = F.normalize(D / sd, dim=1)                          # every document, as the epoch starts (no gradient)
+        if need_neg:
+            mined = np.full((nq, neg_depth), -1, np.int64); mined[trq] = search(F.normalize(Q[torch.from_numpy(trq)] / sd, dim=1), dn, neg_depth)[1]
+            cand = np.concatenate([bm, mined], 1)
+        model.train(); tot = []
+        if pair_loss: perm = rng.permutation(len(pairs))
+        else: perm = np.argsort(rng.permutation(nq)[pairs[:, 0]], kind='stable')   # corpus loss only: a query's pairs together, encoded once
         for s in progress(range(0, len(pairs), batch_size), desc=f'fine-tune epoch {ep + 1}', leave=False):
             b = pairs[perm[s:s + batch_size]]
             if len(b) < 2: continue
-            neg = []
-            for q in b[:, 0]:
-                c = cand[q][(cand[q] >= 0)]; c = np.unique(c[~rel[q, c]])
-                neg.append(rng.choice(c, n_neg, replace=len(c) < n_neg) if len(c) else rng.integers(0, nd, n_neg))
-            dd = np.concatenate([b[:, 1]] + ([np.concatenate(neg)] if n_neg else []))
-            qe = torch.nn.functional.normalize(upper_encode(model, S_q, b[:, 0], freeze_layers, precision, grad=True) / sd, dim=1)
-            de = torch.nn.functional.normalize(upper_encode(model, S_dtr, dd, freeze_layers, precision, grad=True) / sd, dim=1)
-            fn = torch.from_numpy(rel[b[:, 0]][:, dd]); fn[torch.arange(len(b)), torch.arange(len(b))] = False
-            loss = torch.nn.functional.cross_entropy((qe @ de.T / temperature).masked_fill(fn, float('-inf')), torch.arange(len(b)))
+            uq, qi = np.unique(b[:, 0], return_inverse=True)
+            qe = F.normalize(upper_encode(model, S_q, uq, freeze_layers, precision, grad=True).float()[torch.from_numpy(qi)] / sd, dim=1)
+            loss = corpus_loss * _corpus_ce(qe, dn, b[:, 0], b[:, 1], rel, temperature) if corpus_loss else 0.0
+            if pair_loss:
+                neg = []
+                for q in (b[:, 0] if need_neg else []):
+                    c = cand[q][(cand[q] >= 0)]; c = np.unique(c[~rel[q, c]])
+                    neg.append(rng.choice(c, n_neg, replace=len(c) < n_neg) if len(c) else rng.integers(0, nd, n_neg))
+                dd = np.concatenate([b[:, 1]] + neg)
+                de = F.normalize(upper_encode(model, S_dtr, dd, freeze_layers, precision, grad=True).float() / sd, dim=1) if shared else dn[torch.from_numpy(dd)]
+                fn = torch.from_numpy(rel[b[:, 0]][:, dd]); fn[torch.arange(len(b)), torch.arange(len(b))] = False
+                loss = loss + pair_loss * F.cross_entropy((qe @ de.T / temperature).masked_fill(fn, float('-inf')), torch.arange(len(b)))
             opt.zero_grad(set_to_none=True); loss.backward()
             torch.nn.utils.clip_grad_norm_(upper, 1.0); opt.step(); sched.step(); tot.append(loss.item())
         hist['train_loss'].append(float(np.mean(tot)) if tot else float('nan')); hist['epoch_seconds'].append(time.perf_counter() - te)
+        ck.save(model, opt, sched, {'epoch': ep, 'history': hist, 'best': best, 'rng': rng.bit_generator.state})
+        if on_epoch is not None: on_epoch(ep, hist)
     model.load_state_dict(best_state); model.eval()
+    if best_D is None: best_D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision) if shared else D_fixed   # kept before a resume
     hist.update(best_epoch=int(np.argmax(hist['val_ndcg@10'])), seconds=time.perf_counter() - t0, doc_embeddings=best_D)
     return hist
 

@@ -290,3 +290,45 @@ def test_pipeline_notebook_on_synthetic(syn, tiny_dir, tmp_path):
     if f['best_epoch'] == 0: assert m['models']['dense'] == m['models']['dense_zero_shot']   # fell back to zero-shot
     else: assert m['models']['dense'] != m['models']['dense_zero_shot']
     assert m['models']['dense_zero_shot'] == res.metrics[1]['models']['dense']   # the same zero-shot run as without fine-tuning
+    ck = ft.run_dir/'fold_1'/'checkpoints'                               # an epoch checkpoint for `recsys-nb run --resume`
+    assert json.loads((ck/'state.json').read_text())['epoch'] == 1 and (ck/'model.safetensors').exists()
+
+# ------------------------------------------------------------------ fine-tuning: losses, checkpoints, resume
+
+def _ft_inputs(syn):
+    d = load_competition(syn)
+    qrow = {q: i for i, q in enumerate(d.queries['query_id'])}; drow = {x: i for i, x in enumerate(d.docs['id'])}
+    qr = np.array([(qrow[q], drow[x], g) for q, x, g in d.qrels.rows()])
+    return doc_texts(d.docs), query_texts(d.queries), qr, np.arange(len(d.queries)) % 4 == 0
+
+@pytest.mark.parametrize('mode', [dict(doc_encoder='shared', pair_loss=1.0, corpus_loss=0.5, n_neg=2),
+                                  dict(doc_encoder='frozen', pair_loss=0.0, corpus_loss=1.0)])
+def test_finetune_resume_is_identical(syn, tok, tmp_path, mode):
+    "2 epochs in one go == 1 epoch, an interruption, and a resume from the epoch checkpoint"
+    docs, queries, qr, val = _ft_inputs(syn)
+    kw = dict(epochs=2, lr=3e-3, batch_size=16, freeze_layers=1, doc_token_max_length=48, train_doc_token_max_length=32,
+              precision='fp32', **mode)
+    m1 = _tiny(tok); h1 = finetune_retriever(m1, tok, docs, queries, qr, val, ckpt_dir=tmp_path/'a', **kw)
+    assert (tmp_path/'a'/'state.json').exists() and (tmp_path/'a'/'best'/'model.safetensors').exists()
+    def stop(ep, hist):
+        if ep == 0: raise KeyboardInterrupt
+    m2 = _tiny(tok)
+    with pytest.raises(KeyboardInterrupt): finetune_retriever(m2, tok, docs, queries, qr, val, ckpt_dir=tmp_path/'b', on_epoch=stop, **kw)
+    m2 = _tiny(tok); h2 = finetune_retriever(m2, tok, docs, queries, qr, val, ckpt_dir=tmp_path/'b', resume=True, **kw)
+    assert len(h1['train_loss']) == 2 and len(h1['val_ndcg@10']) == 3
+    assert h2['train_loss'] == h1['train_loss'] and h2['val_ndcg@10'] == h1['val_ndcg@10'] and h2['best_epoch'] == h1['best_epoch']
+    assert h1['val_ndcg@10'][0] != max(h1['val_ndcg@10'][1:])           # training moved the model
+    for k, v in m1.state_dict().items(): torch.testing.assert_close(m2.state_dict()[k], v, rtol=0, atol=0)
+    torch.testing.assert_close(h2['doc_embeddings'], h1['doc_embeddings'], rtol=0, atol=0)
+    m3 = _tiny(tok); h3 = finetune_retriever(m3, tok, docs, queries, qr, val, ckpt_dir=tmp_path/'c', resume=True, **kw)
+    assert h3['train_loss'] == h1['train_loss']                          # resume without a checkpoint: a fresh start
+
+def test_finetune_frozen_documents_keep_zero_shot_embeddings(syn, tok):
+    docs, queries, qr, val = _ft_inputs(syn)
+    m = _tiny(tok); D0 = encode(m, tokenize(tok, docs, 48), precision='fp32')
+    h = finetune_retriever(m, tok, docs, queries, qr, val, epochs=3, lr=3e-3, batch_size=16, freeze_layers=0, doc_encoder='frozen',
+                           corpus_loss=1.0, pair_loss=0.0, doc_token_max_length=48, precision='fp32')
+    torch.testing.assert_close(h['doc_embeddings'], D0, rtol=0, atol=0)   # documents untouched, only the query side moved
+    assert max(h['val_ndcg@10']) > h['val_ndcg@10'][0] + 0.05 and h['best_epoch'] > 0
+    with pytest.raises(ValueError, match="doc_encoder='x'"): finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, doc_encoder='x')
+    with pytest.raises(ValueError, match='not both 0'): finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, corpus_loss=0, pair_loss=0)
