@@ -673,7 +673,10 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
     if resume and (st := ck.load(model, opt, sched, gens)) is not None:
         start, hist, step = st['epoch'] + 1, st['history'], st['step']
         rng.bit_generator.state = st['rng']
-        if (ckpt_dir is not None) and (Path(ckpt_dir)/'best.pt').exists(): best = torch.load(Path(ckpt_dir)/'best.pt', weights_only=True)
+        if (ckpt_dir is not None) and (Path(ckpt_dir)/'best.safetensors').exists():
+            from safetensors import safe_open
+            with safe_open(str(Path(ckpt_dir)/'best.safetensors'), 'pt') as g:
+                meta = g.metadata(); best = {'epoch': int(meta['epoch']), 'value': float(meta['value']), 'state': {k: g.get_tensor(k) for k in g.keys()}}
         if verbose: print(f'resumed from {ckpt_dir} after epoch {st["epoch"]}')
     for ep in range(start, tc.epochs):
         if step >= total: break
@@ -697,7 +700,9 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
             best = {'epoch': ep, 'value': metric, 'state': {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             if ckpt_dir is not None:
                 Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
-                with atomic_path(Path(ckpt_dir)/'best.pt') as t: torch.save(best, t)
+                from safetensors.torch import save_file
+                with atomic_path(Path(ckpt_dir)/'best.safetensors') as t:
+                    save_file({k: v.contiguous() for k, v in best['state'].items()}, str(t), metadata={'epoch': str(ep), 'value': repr(metric)})
         ck.save(model, opt, sched, {'epoch': ep, 'history': hist, 'step': step, 'rng': rng.bit_generator.state}, gens)
     if best is not None and best['epoch'] != hist[-1]['epoch']:
         model.load_state_dict(best['state'])

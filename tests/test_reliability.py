@@ -153,7 +153,7 @@ def test_resumed_folds_equal_an_uninterrupted_run(out):
     assert c.run_dir == b.run_dir and c.metrics == a.metrics
 
 SEQ = ['-p', 'source', 'synthetic', '-p', 'synthetic_size', '120', '-p', 'min_item_cnt', '2', '-p', 'min_seq_len', '2',
-       '-p', 'n_folds', '2', '-p', 'epochs', '4', '-p', 'max_steps', '0', '-p', 'batch_size', '16', '-p', 'hidden_size', '16',
+       '-p', 'n_folds', '2', '-p', 'epochs', '30', '-p', 'max_steps', '0', '-p', 'batch_size', '16', '-p', 'hidden_size', '16',
        '-p', 'n_positions', '20', '-p', 'max_val_users', '30', '-p', 'models', 'sasrec', '-p', 'num_threads', '1',
        '-p', 'submission', 'False']
 
@@ -172,7 +172,7 @@ def test_sigint_after_an_epoch_then_resume_gives_the_uninterrupted_metrics(tmp_p
     assert p.returncode == 130, err[-2000:]
     run = resolve_run_dir('seqrec', None, out, quiet=True)
     st = json.loads(next(run.glob('fold_0/checkpoints/sasrec/state.json')).read_text())
-    assert st['epoch'] < 3 and not (run/'fold_0'/'metrics.json').exists()   # it really stopped before the end
+    assert st['epoch'] < 29 and not (run/'fold_0'/'metrics.json').exists()   # it really stopped before the end
     r = _cli('run', 'seqrec', '--resume', 'latest', '--out', str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     clean = json.loads(next((tmp_path/'clean').glob('seqrec/*/fold_0/metrics.json')).read_text())
