@@ -237,23 +237,40 @@ class Timer:
         import time; self._sync(); self.seconds = time.perf_counter() - self._t
 
 # %% ../nbs/00_core.ipynb #25b05be6
-class EpochCheckpoint:
-    "Training state saved after every epoch in `folder`, loaded back to resume"
-    def __init__(self, folder:str|Path|None # where the state lives; None: checkpoints off
-                ): self.folder = None if folder is None else Path(folder)
+def _is_rank0()->bool:
+    "Whether this process writes files: rank 0 of a process group, or the only process"
+    import torch.distributed as dist
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
-    def save(self, model, optimizer=None, scheduler=None, state:dict|None=None, generators:dict|None=None):
+class EpochCheckpoint:
+    "Training state saved after every epoch in `folder` (by rank 0 only), loaded back to resume; keeps the best epoch too"
+    def __init__(self, folder:str|Path|None # where the state lives; None: checkpoints off
+                ): self.folder, self._best = (None if folder is None else Path(folder)), None
+
+    def save(self, model, optimizer=None, scheduler=None, state:dict|None=None, generators:dict|None=None,
+             best:dict|None=None # the kept epoch: {'epoch': int, 'tensors': {name: tensor}} (weights, anything else)
+            ):
         "Write the state after an epoch (`state` is JSON: epoch, history, counters, numpy generator states)"
-        if self.folder is None: return
+        if self.folder is None or not _is_rank0(): return
         import torch
-        from safetensors.torch import save_model
+        from safetensors.torch import save_model, save_file
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.folder/'model.safetensors') as t: save_model(model, str(t))
         train = {'torch_rng': torch.get_rng_state(), **{f'gen.{k}': g.get_state() for k, g in (generators or {}).items()}}
         if optimizer is not None: train['optimizer'] = optimizer.state_dict()
         if scheduler is not None: train['scheduler'] = scheduler.state_dict()
         with atomic_path(self.folder/'train_state.pt') as t: torch.save(train, t)
-        save_json(state or {}, self.folder/'state.json')   # written last: its presence marks a complete checkpoint
+        state = dict(state or {})
+        if best is not None and best.get('tensors'):   # one file per kept epoch: the state.json before it still names its own
+            name = f"best_epoch{best['epoch']}.safetensors"
+            if name != self._best:
+                with atomic_path(self.folder/name) as t:
+                    save_file({k: v.detach().cpu().contiguous() for k, v in best['tensors'].items()}, str(t))
+                self._best = name
+            state['best_file'] = name
+        save_json(state, self.folder/'state.json')   # written last: its presence marks a complete checkpoint
+        for f in self.folder.glob('best_epoch*.safetensors'):
+            if f.name != state.get('best_file'): f.unlink()
 
     def load(self, model, optimizer=None, scheduler=None, generators:dict|None=None)->dict|None:
         "Restore what `save` wrote and return its `state`; None when there is no checkpoint"
@@ -266,4 +283,15 @@ class EpochCheckpoint:
         for k, g in (generators or {}).items(): g.set_state(train[f'gen.{k}'])
         if optimizer is not None: optimizer.load_state_dict(train['optimizer'])
         if scheduler is not None: scheduler.load_state_dict(train['scheduler'])
-        return load_json(self.folder/'state.json')
+        state = load_json(self.folder/'state.json')
+        self._best = state.get('best_file')
+        return state
+
+    def load_best(self)->dict|None:
+        "The tensors of the kept epoch that the last `save` recorded; None when it kept none"
+        if self.folder is None or not (self.folder/'state.json').exists(): return None
+        name = load_json(self.folder/'state.json').get('best_file')
+        if not name: return None
+        from safetensors.torch import load_file
+        return load_file(str(self.folder/name))
+
