@@ -129,7 +129,7 @@ def _cmd_run(a):
     typed = {**params, **{k: coerce_param(declared[k], v, from_text=True) for k, v in text.items()}}
     folds = a.folds if a.folds is not None else ([a.fold] if a.fold is not None else None)
     res = run_task(a.task, folds, typed or None, device=a.device, out=a.out, jobs=a.jobs, fail_fast=a.fail_fast,
-                   log_output=a.log_output, resume=a.resume)
+                   log_output=a.log_output, resume=a.resume, nproc=a.nproc)
     for f in res.folds:
         m = f.metrics or {}
         used = ''.join(f' | {k}: {m[k + "_source"]}' for k in ('data', 'model') if m.get(k + '_source'))
@@ -163,6 +163,8 @@ def build_parser()->argparse.ArgumentParser:
     r.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='parameter value (repeatable)')
     r.add_argument('-f', '--file', help='YAML file of parameters (-p wins)')
     r.add_argument('--device', choices=['auto', 'cpu', 'cuda', 'mps'])
+    r.add_argument('--nproc', type=int, help='data-parallel training processes per fold (the nproc parameter of seqrec, ner): '
+                   'gloo on CPU, nccl with --device cuda (one GPU each)')
     r.add_argument('--out', default='outputs'); r.add_argument('--jobs', type=int, default=1)
     r.add_argument('--fail-fast', action='store_true'); r.add_argument('--log-output', action='store_true')
     r.add_argument('--resume', metavar='RUN_ID', help="continue RUN_ID (or 'latest') in place: its unfinished folds, from "

@@ -12,6 +12,8 @@ import numpy as np
 from .core import (seed_everything, get_device, get_dtype, autocast, atomic_write, atomic_path, save_json, load_json,
                             progress, Timer, EpochCheckpoint)
 from .data import find_data, register_synthetic, default_encoder, read_utf8
+from .train import (train_device, decay_groups, warmup_schedule, Stepper, EarlyStopping, ddp, shard, world_size,
+                             is_main, batch_progress, log_epoch)
 
 # %% auto #0
 __all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'SHAPES', 'read_texts', 'read_tags', 'make_labels', 'load_somd',
@@ -595,13 +597,9 @@ class TrainResult:
 def _optimizer(model, cfg:NerConfig):
     "AdamW; no weight decay on biases and norms; the head (`head_parameters`) at `head_lr`"
     head = {id(p) for p in model.head_parameters()} if hasattr(model, 'head_parameters') else set()
-    groups = []
-    for is_head in (False, True):
-        ps = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == is_head]
-        lr = (cfg.head_lr or cfg.lr) if is_head else cfg.lr
-        groups += [{'params': [p for p in ps if p.ndim >= 2], 'weight_decay': cfg.weight_decay, 'lr': lr},
-                   {'params': [p for p in ps if p.ndim < 2], 'weight_decay': 0.0, 'lr': lr}]
-    return torch.optim.AdamW([g for g in groups if g['params']], lr=cfg.lr)
+    body, top = [p for p in model.parameters() if id(p) not in head], [p for p in model.parameters() if id(p) in head]
+    groups = decay_groups(body, cfg.weight_decay, lr=cfg.lr) + decay_groups(top, cfg.weight_decay, lr=cfg.head_lr or cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 def class_weights(tags:list[list[str]], # training tags
                   labels:list[str], power:float=0.5)->np.ndarray:
@@ -627,18 +625,13 @@ def token_loss(logits, # [batch, length, n_labels]
     w = weight[y]
     return (loss * w).sum() / w.sum()
 
-def _save_kept(folder:Path, epoch:int, probs:list, state:dict|None)->str:
-    "Write the kept epoch's evaluation probabilities (and, with `keep_best`, its weights) beside the checkpoint"
-    from safetensors.torch import save_file
-    name = f'kept_epoch{epoch}.safetensors'
-    t = {'probs': torch.from_numpy(np.concatenate(probs))} | {f'model.{k}': v.contiguous() for k, v in (state or {}).items()}
-    with atomic_path(folder/name) as tmp: save_file(t, str(tmp))
-    return name
+def _kept_tensors(probs:list, state:dict|None)->dict:
+    "The kept epoch's evaluation probabilities (and, with `keep_best`, its weights) as one tensor dict for the checkpoint"
+    return {'probs': torch.from_numpy(np.concatenate(probs))} | {f'model.{k}': v for k, v in (state or {}).items()}
 
-def _load_kept(path:Path, n_words:list[int])->tuple[list, dict|None]:
-    "Probabilities per sentence and weights (None without `keep_best`) written by `_save_kept`"
-    from safetensors.torch import load_file
-    t = load_file(str(path))
+def _split_kept(t:dict, n_words:list[int])->tuple[list, dict|None]:
+    "Probabilities per sentence and weights (None without `keep_best`) from `_kept_tensors`"
+    t = dict(t)
     probs = np.split(t.pop('probs').numpy(), np.cumsum(n_words)[:-1])
     return probs, {k[len('model.'):]: v for k, v in t.items()} or None
 
@@ -660,9 +653,8 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
               resume:bool=False # continue after the last epoch saved in `ckpt_dir` (none there: from the start)
              )->TrainResult:
     "Fine-tune `model`, evaluating every epoch; the best epoch by span F1 (or the last) is restored"
-    from transformers import get_scheduler
     seed_everything(cfg.seed)
-    dev = get_device(device) if isinstance(device, str) else device
+    dev = train_device(device)
     model.to(dev)
     l2i = {l: i for i, l in enumerate(labels)}
     enc = lambda tk, tg, all_sub: encode_sentences(tokenizer, tk, cfg.max_length, cfg.stride, tg, l2i, all_sub)
@@ -672,40 +664,41 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
     steps_per_epoch = math.ceil(math.ceil(len(tr_w) / cfg.batch_size) / cfg.grad_accum)
     opt = _optimizer(model, cfg)
     total = steps_per_epoch * cfg.epochs
-    sched = get_scheduler(cfg.lr_scheduler, opt, num_warmup_steps=int(round(cfg.warmup_ratio * total)), num_training_steps=total)
-    scaler = torch.amp.GradScaler(dev.type, enabled=get_dtype(dev, cfg.precision) == torch.float16)
+    sched = warmup_schedule(opt, total, int(round(cfg.warmup_ratio * total)), cfg.lr_scheduler, zero_start=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     weight = torch.tensor(class_weights(train_tags, labels, cfg.class_weight_power), device=dev) if cfg.class_weight_power else None
-    history, best, best_state, best_probs, bad, start, stop = [], -1.0, None, None, 0, 1, False
+    history, start, stop = [], 1, EarlyStopping(cfg.patience, keep=cfg.keep_best)
+    kept_epoch, kept_probs = None, None   # the epoch whose evaluation is reported: the best (keep_best) or the last
     # the batch order of an epoch comes from seed + epoch; dropout draws from torch's generators, saved with the checkpoint
-    ck, kept = EpochCheckpoint(ckpt_dir), None
+    ck = EpochCheckpoint(ckpt_dir)
     gens = {'cuda': torch.cuda.default_generators[dev.index or 0]} if dev.type == 'cuda' else {}
     fit = {'config': asdict(cfg), 'train_windows': len(tr_w), 'eval_windows': len(ev_w)}
+    stepper = Stepper(model, opt, sched, dev, cfg.precision, cfg.max_grad_norm, cfg.grad_accum)
     if resume and ck.folder is not None and (ck.folder/'state.json').exists():
         _check_resumable(ck.folder, fit)
         st = ck.load(model, opt, sched, gens)
-        if st.get('scaler'): scaler.load_state_dict(st['scaler'])
-        history, best, bad, stop, kept = st['history'], st['best'], st['bad'], st['stopped'], st['kept']
-        best_probs, best_state = _load_kept(ck.folder/kept, n_words)
+        stepper.load_state_dict(st.get('scaler'))
+        history, kept_epoch = st['history'], st['kept_epoch']
+        kept_probs, weights = _split_kept(ck.load_best(), n_words)
+        stop.load_state_dict(st['best'], weights)
         start = st['epoch'] + 1
-        if verbose: print(f"resumed from {ck.folder} after epoch {st['epoch']} of {cfg.epochs}")
+        if verbose and is_main(): print(f"resumed from {ck.folder} after epoch {st['epoch']} of {cfg.epochs}")
+    stepper.model = net = ddp(model, dev)
     for epoch in range(start, cfg.epochs + 1):
-        if stop: break
+        if stop.stop: break
         model.train()
-        batches = length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
+        batches = [b for b in length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch) if len(b) >= world_size()]
         loss_sum, n_tok, n_sub = 0.0, 0, 0
         with Timer(dev) as tm:
-            for bi, idx in enumerate(progress(batches, desc=f'epoch {epoch}', leave=False)):
-                batch = {k: v.to(dev) for k, v in collate([tr_w[i] for i in idx], pad).items()}
-                with autocast(dev, cfg.precision):
-                    loss = token_loss(model(batch['input_ids'], batch['attention_mask'], batch.get('shape_ids')), batch['labels'], weight, cfg.focal_gamma)
-                scaler.scale(loss / cfg.grad_accum).backward()
-                k = int((batch['labels'] != -100).sum()); loss_sum += float(loss.detach()) * k; n_tok += k
+            for bi, idx in enumerate(batch_progress(batches, f'epoch {epoch}', verbose)):
+                batch = {k: v.to(dev) for k, v in collate([tr_w[i] for i in shard(idx)], pad).items()}
+                with stepper.autocast():
+                    loss = token_loss(net(batch['input_ids'], batch['attention_mask'], batch.get('shape_ids')), batch['labels'], weight, cfg.focal_gamma)
+                lab = batch['labels'][batch['labels'] != -100]
+                k = int(lab.numel()) if weight is None else float(weight[lab].sum())
+                mean, n = stepper.backward(loss, k, last=bi + 1 == len(batches))
+                loss_sum += mean * n; n_tok += n
                 n_sub += int(batch['attention_mask'].sum())
-                if (bi + 1) % cfg.grad_accum == 0 or bi + 1 == len(batches):
-                    scaler.unscale_(opt)
-                    if cfg.max_grad_norm: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    scaler.step(opt); scaler.update(); sched.step(); opt.zero_grad(set_to_none=True)
         probs, eval_loss = predict_windows(model, ev_w, n_words, cfg.eval_batch_size, dev, cfg.precision, pad)
         scores = score_tags(eval_tags, decode(probs, labels, cfg.threshold, viterbi=cfg.viterbi))
         alt = {f'span_f1_{k}': score_tags(eval_tags, decode(probs, labels, th, viterbi=v))['span_f1']
@@ -714,24 +707,16 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
                'train_seconds': tm.seconds, 'train_windows_per_s': len(tr_w) / tm.seconds, 'train_subtokens_per_s': n_sub / tm.seconds,
                **alt, **scores}
         history.append(rec)
-        if verbose: print(f"epoch {epoch}: train_loss {rec['train_loss']:.4f} eval_loss {eval_loss:.4f} span_f1 {scores['span_f1']:.4f} "
-                          f"token_f1 {scores['token_f1']:.4f} ({tm.seconds:.1f}s, {rec['train_windows_per_s']:.1f} windows/s)")
-        improved = scores['span_f1'] > best
-        best, bad = (scores['span_f1'], 0) if improved else (best, bad + 1)
-        if improved or not cfg.keep_best:
-            best_probs = probs
-            if cfg.keep_best: best_state = {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
-        stop = bool(cfg.patience and bad >= cfg.patience)
-        if ck.folder is not None:   # the kept epoch's file first; state.json (written last by `save`) names it
-            if improved or not cfg.keep_best: kept = _save_kept(ck.folder, epoch, best_probs, best_state)
-            ck.save(model, opt, sched, {'epoch': epoch, 'history': history, 'best': best, 'bad': bad, 'stopped': stop, 'kept': kept,
-                                        'scaler': scaler.state_dict(), 'fit': fit}, gens)
-            for f in ck.folder.glob('kept_epoch*.safetensors'):
-                if f.name != kept: f.unlink()
-        if stop and verbose: print(f'early stop: no span F1 gain for {bad} epochs')
-    if best_state is not None: model.load_state_dict(best_state)
+        log_epoch({k: rec[k] for k in ('epoch', 'train_loss', 'eval_loss', 'span_f1', 'token_f1', 'train_windows_per_s', 'train_seconds')}, verbose)
+        improved = stop.update(scores['span_f1'], epoch, model)
+        if improved or not cfg.keep_best: kept_epoch, kept_probs = epoch, probs
+        ck.save(model, opt, sched, {'epoch': epoch, 'history': history, 'best': stop.state_dict(), 'kept_epoch': kept_epoch,
+                                    'scaler': stepper.state_dict(), 'fit': fit}, gens,
+                best=None if ck.folder is None else {'epoch': kept_epoch, 'tensors': _kept_tensors(kept_probs, stop.state if cfg.keep_best else None)})
+        if stop.stop and verbose and is_main(): print(f'early stop: no span F1 gain for {stop.bad} epochs')
+    if cfg.keep_best: stop.restore(model)
     best_rec = max(history, key=lambda r: r['span_f1']) if cfg.keep_best else history[-1]
-    return TrainResult(model, history, best_rec['epoch'], best_rec, best_probs)
+    return TrainResult(model, history, best_rec['epoch'], best_rec, kept_probs)
 
 
 # %% ../nbs/40_ner.ipynb #37ff2cb5
@@ -912,7 +897,7 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
                ner_scores=res.best_scores | mentions(pred),
                gazetteer_pred=gaz_pred, gazetteer_scores=score_tags(pick(tags, ev), gaz_pred) | mentions(gaz_pred),
                n_train=len(tr), n_eval=len(ev), trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
-    if out_dir is not None:
+    if out_dir is not None and is_main():   # under several processes, rank 0 writes
         out_dir = Path(out_dir)
         b = res.best_scores
         seed_style = {'eval_loss': b['eval_loss'], 'eval_precision': b['token_precision'], 'eval_recall': b['token_recall'],

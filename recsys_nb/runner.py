@@ -154,13 +154,14 @@ def run_task(task:str, # task name (a notebook in nbs/tasks)
              log_output:bool=False, # stream the notebook's output (papermill --log-output)
              progress_bar:bool=False, # papermill's cell progress bar
              from_text:bool=False, # `params` values are command-line text
-             resume:str|None=None # RUN_ID or "latest": finish that run's unfinished folds in place
+             resume:str|None=None, # RUN_ID or "latest": finish that run's unfinished folds in place
+             nproc:int|None=None # sets the `nproc` parameter: data-parallel training processes (tasks that declare it)
             )->RunResult:
     "Execute `task`'s pipeline notebook once per fold and collect each fold's metrics"
     nb, declared = task_notebook(task), task_params(task)
     if resume:
-        if params or folds is not None or device is not None:
-            raise ValueError('resume continues a run with its own folds and parameters: give no folds, parameters or device')
+        if params or folds is not None or device is not None or nproc is not None:
+            raise ValueError('resume continues a run with its own folds and parameters: give no folds, parameters, device or nproc')
         run_dir, info, params = _resume_run(task, resume, out, declared)
         folds = [int(f) for f in info['folds']]
         done = [f for f in folds if (run_dir/f'fold_{f}'/'metrics.json').exists()]
@@ -168,6 +169,9 @@ def run_task(task:str, # task name (a notebook in nbs/tasks)
     else:
         params = dict(params or {})
         if device is not None: params['device'] = device
+        if nproc is not None:
+            if 'nproc' not in declared: raise ValueError(f'task {task!r} trains on one process: it declares no nproc parameter')
+            params['nproc'] = nproc
         params = resolve_params(task, params, from_text)
         for need in ('fold', 'out_dir'):
             if need not in declared: raise ValueError(f'{nb}: the parameters cell must declare {need!r} to be run by the runner')

@@ -12,7 +12,9 @@ import polars as pl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import seed_everything, get_device, autocast, atomic_path, atomic_write, save_json, progress, Timer, EpochCheckpoint
+from .core import seed_everything, get_device, autocast, atomic_path, atomic_write, save_json, Timer, EpochCheckpoint
+from .train import (train_device, decay_groups, warmup_schedule, Stepper, EarlyStopping, ddp, shard, world_size,
+                             is_main, batch_progress, log_epoch)
 from .data import register_synthetic, find_data, load_movielens, assign_folds
 
 # %% auto #0
@@ -639,15 +641,20 @@ def length_buckets(lengths:np.ndarray, batch_size:int, rng:np.random.Generator, 
     return [batches[i] for i in rng.permutation(len(batches))]
 
 # %% ../nbs/30_seqrec.ipynb #070d8806
-def seq_loss(model:SeqRecModel, ids:torch.Tensor, tc:TrainConfig, gen:torch.Generator|None=None)->torch.Tensor:
-    "The training loss of a batch of left-padded sequences"
+def _seq_loss_n(model:SeqRecModel, ids:torch.Tensor, tc:TrainConfig, gen:torch.Generator|None=None, net=None
+               )->tuple[torch.Tensor, int]:
+    "(training loss of a batch, number of predicted positions); `net`: the module to call (DDP), default `model`"
     if model.causal: inp, lab = ids[:, :-1], ids[:, 1:].masked_fill(ids[:, :-1] == PAD, -100)
     else: inp, lab = mask_items(ids, tc.mask_prob, tc.force_last_token_mask_prob, gen)
     sel = lab != -100
-    h = model(inp)[sel]
-    if tc.n_negatives: return sampled_cross_entropy(h, model.item_weight, model.bias, lab[sel], tc.n_negatives, gen)
+    h = (net or model)(inp)[sel]
+    if tc.n_negatives: return sampled_cross_entropy(h, model.item_weight, model.bias, lab[sel], tc.n_negatives, gen), len(h)
     chunk = tc.ce_chunk or (4096 if model.n_tokens > 50_000 else 0)
-    return chunked_cross_entropy(h, model.item_weight, model.bias, lab[sel], chunk)
+    return chunked_cross_entropy(h, model.item_weight, model.bias, lab[sel], chunk), len(h)
+
+def seq_loss(model:SeqRecModel, ids:torch.Tensor, tc:TrainConfig, gen:torch.Generator|None=None)->torch.Tensor:
+    "The training loss of a batch of left-padded sequences"
+    return _seq_loss_n(model, ids, tc, gen)[0]
 
 def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (tokens)
                  tc:TrainConfig, device='cpu', seed:int=42,
@@ -656,58 +663,47 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
                  ckpt_dir:str|Path|None=None, # save the training state here after every epoch (None: off)
                  resume:bool=False # continue from the checkpoint in `ckpt_dir` when there is one
                 )->list[dict]:
-    """Train in place; returns one dict per epoch (loss, steps, seconds, and what `on_epoch` returns).
-    With `on_epoch` metrics, the weights of the best epoch (first metric) are restored at the end."""
-    device = get_device(device) if isinstance(device, str) else device
+    """Train in place with the training core (`recsys_nb.train`); returns one dict per epoch (loss, steps, seconds, and
+    what `on_epoch` returns). With `on_epoch` metrics, the weights of the best epoch (first metric) are restored at the end.
+    Under several processes (`train.launch`) `tc.batch_size` is the global batch, shared between them."""
+    device = train_device(device)
     model.to(device); rng = np.random.default_rng(seed); gen = torch.Generator().manual_seed(seed)
     lengths = train.lengths; usable = np.flatnonzero(lengths >= (2 if model.causal else 1))
     n_batches = math.ceil(len(usable) / tc.batch_size)
     total = n_batches * tc.epochs if not tc.max_steps else min(tc.max_steps, n_batches * tc.epochs)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'LayerNorm' not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'LayerNorm' not in n)]
-    opt = torch.optim.AdamW([{'params': decay, 'weight_decay': tc.weight_decay}, {'params': rest, 'weight_decay': 0.}], lr=tc.lr)
-    warm = max(1, int(tc.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    hist, step, start, best = [], 0, 0, None
+    opt = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr)
+    sched = warmup_schedule(opt, total, max(1, int(tc.warmup * total)))
+    hist, step, start, stop = [], 0, 0, EarlyStopping(tc.patience)
     ck, gens = EpochCheckpoint(ckpt_dir), {'mask': gen}
     if resume and (st := ck.load(model, opt, sched, gens)) is not None:
         start, hist, step = st['epoch'] + 1, st['history'], st['step']
         rng.bit_generator.state = st['rng']
-        if (ckpt_dir is not None) and (Path(ckpt_dir)/'best.safetensors').exists():
-            from safetensors import safe_open
-            with safe_open(str(Path(ckpt_dir)/'best.safetensors'), 'pt') as g:
-                meta = g.metadata(); best = {'epoch': int(meta['epoch']), 'value': float(meta['value']), 'state': {k: g.get_tensor(k) for k in g.keys()}}
-        if verbose: print(f'resumed from {ckpt_dir} after epoch {st["epoch"]}')
+        stop.load_state_dict(st['best'], ck.load_best())
+        if verbose and is_main(): print(f'resumed from {ckpt_dir} after epoch {st["epoch"]}')
+    stepper = Stepper(ddp(model, device), opt, sched, device, tc.precision, tc.max_grad_norm)
     for ep in range(start, tc.epochs):
-        if step >= total: break
+        if step >= total or stop.stop: break
         if tc.max_minutes and hist and sum(h['seconds'] for h in hist) >= 60 * tc.max_minutes: break
-        if tc.patience and best is not None and ep - best['epoch'] > tc.patience: break
         model.train(); losses = []
         with Timer(device) as tm:
-            for b in progress(length_buckets(lengths[usable], tc.batch_size, rng), desc=f'{model.cfg.kind} epoch {ep}', **({} if verbose else {'disable': True})):
-                ids = pad_left(train, usable[b], model.cfg.n_positions + model.causal).to(device)   # SASRec: inputs + the next item
-                with autocast(device, tc.precision): loss = seq_loss(model, ids, tc, gen)
-                opt.zero_grad(set_to_none=True); loss.backward()
-                if tc.max_grad_norm: nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                opt.step(); sched.step(); losses.append(loss.item()); step += 1
+            for b in batch_progress(length_buckets(lengths[usable], tc.batch_size, rng), f'{model.cfg.kind} epoch {ep}', verbose):
+                if len(b) < world_size(): continue   # too small to share: skipped by every process
+                ids = pad_left(train, usable[shard(b)], model.cfg.n_positions + model.causal).to(device)   # SASRec: inputs + the next item
+                with stepper.autocast(): loss, n = _seq_loss_n(model, ids, tc, gen, stepper.model)
+                losses.append(stepper.backward(loss, n)[0]); step += 1
                 if step >= total: break
         rec = dict(epoch=ep, steps=len(losses), loss=float(np.mean(losses)), seconds=tm.seconds)
         if on_epoch is not None: rec.update(on_epoch(model, ep))
-        if verbose: print({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()})
+        log_epoch(rec, verbose)
         hist.append(rec)
         metric = next((v for k, v in rec.items() if k.startswith('val_')), None)
-        if metric is not None and (best is None or metric > best['value']):
-            best = {'epoch': ep, 'value': metric, 'state': {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            if ckpt_dir is not None:
-                Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
-                from safetensors.torch import save_file
-                with atomic_path(Path(ckpt_dir)/'best.safetensors') as t:
-                    save_file({k: v.contiguous() for k, v in best['state'].items()}, str(t), metadata={'epoch': str(ep), 'value': repr(metric)})
-        ck.save(model, opt, sched, {'epoch': ep, 'history': hist, 'step': step, 'rng': rng.bit_generator.state}, gens)
-    if best is not None and best['epoch'] != hist[-1]['epoch']:
-        model.load_state_dict(best['state'])
-        if verbose: print(f'best epoch {best["epoch"]} restored (val {best["value"]:.4f})')
-    for h in hist: h['best'] = best is not None and h['epoch'] == best['epoch']
+        if metric is not None: stop.update(metric, ep, model)
+        ck.save(model, opt, sched, {'epoch': ep, 'history': hist, 'step': step, 'rng': rng.bit_generator.state,
+                                    'best': stop.state_dict()}, gens, best={'epoch': stop.epoch, 'tensors': stop.state})
+    if stop.epoch is not None and stop.epoch != hist[-1]['epoch']:
+        stop.restore(model)
+        if verbose and is_main(): print(f'best epoch {stop.epoch} restored (val {stop.value:.4f})')
+    for h in hist: h['best'] = h['epoch'] == stop.epoch
     return hist
 
 # %% ../nbs/30_seqrec.ipynb #9add6e1b
@@ -828,7 +824,7 @@ def run_seqrec(data:SeqData, models:list=('bert4rec', 'sasrec'), # which models 
                train_overrides:dict|None=None # per model, `TrainConfig` fields that differ, e.g. {'bert4rec': {'lr': 2e-3}}
               )->dict:
     "Train and evaluate `models` and the popularity baseline; returns metrics, histories, trained models and top-k lists"
-    device = get_device(device) if isinstance(device, str) else device
+    device = train_device(device)
     mc, tc = mc or ModelConfig(), tc or TrainConfig()
     res = dict(metrics={}, history={}, models={}, topk={}, device=str(device))
     res['metrics']['popularity'], res['topk']['popularity'] = evaluate_model(None, data, k, exclude_seen)
