@@ -63,10 +63,9 @@ def main(argv=None):
         if len(w.input_ids) > a.max_length:
             w.input_ids = w.input_ids[:a.max_length - 1] + w.input_ids[-1:]; w.labels = w.labels[:a.max_length - 1] + [-100]
     n_sub = sum(len(w.input_ids) for w in seed_windows)
-    res = {'device': str(dev), 'device_name': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine(),
-           'torch_threads': torch.get_num_threads(), 'model': a.model or 'all-MiniLM-L6-v2', 'sentences': len(tr_tok), 'subtokens': n_sub,
-           'epochs': a.epochs, 'batch_size': a.batch_size, 'grad_accum': a.grad_accum, 'max_length': a.max_length,
-           'torch': torch.__version__, 'load_average_at_start': [round(x, 2) for x in os.getloadavg()], 'cpu_count': os.cpu_count()}
+    from recsys_nb.core import machine_info
+    res = {**machine_info(dev), 'model': a.model or 'all-MiniLM-L6-v2', 'sentences': len(tr_tok), 'subtokens': n_sub,
+           'epochs': a.epochs, 'batch_size': a.batch_size, 'grad_accum': a.grad_accum, 'max_length': a.max_length}
     import transformers; res['transformers'] = transformers.__version__
     runs = {}
     for name in ('hf_trainer_seed_setup', 'recsys_nb_loop', 'hf_trainer_seed_setup_2', 'recsys_nb_loop_2'):

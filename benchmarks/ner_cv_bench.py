@@ -19,9 +19,8 @@ import numpy as np
 RESULT = Path(__file__).parent/'results'/'ner_somd_cv_cpu.json'
 
 def _machine()->dict:
-    import torch
-    return {'device': 'cpu', 'cpu': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(),
-            'torch_threads': torch.get_num_threads(), 'torch': torch.__version__, 'python': platform.python_version()}
+    from recsys_nb.core import machine_info
+    return machine_info('cpu')
 
 def _summary(m:dict, hist:list)->dict:
     "What the JSON keeps of one fold's metrics.json"

@@ -217,7 +217,8 @@ def test_same_seed_same_scores(tiny, syn):
 def test_runner_folds_then_ensemble(tmp_path, tiny, syn):
     from recsys_nb.runner import run_task
     out = tmp_path/'outputs'
-    p = {'model_name': str(tiny), 'data_dir': str(syn), 'epochs': 2, 'lr': 0.01, 'max_length': 24, 'stride': 6, 'device': 'cpu', 'num_threads': 1}
+    from recsys_nb.registry import load_registry
+    p = {**load_registry()['ner']['tiny'], 'model_name': str(tiny), 'data_dir': str(syn)}   # the test preset of tasks.yaml
     res = run_task('ner', folds=[0, 1], params=p, out=out)
     assert res.ok, res.errors
     for f in (0, 1):

@@ -5,9 +5,10 @@ import pytest
 from recsys_nb.core import load_json
 from recsys_nb.data import make_synthetic, load_movielens
 from recsys_nb.runner import run_task
+from recsys_nb.registry import load_registry
 from recsys_nb.seqrec import (HH_FILES, scan_hh, prepare_hh, movielens_to_hh, load_checkpoint, recommend, explode_sessions)
 
-TINY = {'epochs': 1, 'max_steps': 3, 'batch_size': 32, 'hidden_size': 16, 'n_positions': 20, 'max_val_users': 50}
+TINY = load_registry()['seqrec']['tiny']   # the test preset of nbs/tasks/tasks.yaml
 METRICS = {'recall@10', 'ndcg@10', 'recall@100', 'ndcg@100', 'mrr@100', 'hr@10'}
 
 def test_synthetic_hh_two_folds(out, tmp_path):

@@ -5,6 +5,7 @@ import pytest
 from recsys_nb.core import load_json
 from recsys_nb.data import make_synthetic
 from recsys_nb.runner import run_task
+from recsys_nb.registry import load_registry
 from recsys_nb.cli import build_parser
 
 # Tolerance of "the same metrics": dropout off, SASRec (no random masking), so one and two processes differ only by the
@@ -41,8 +42,8 @@ def tiny_no_dropout(tmp_path_factory):
 
 def test_ner_two_processes_match_one(out, tmp_path, tiny_no_dropout):
     syn = make_synthetic('ner', tmp_path/'somd', size=96, seed=3)
-    p = {'model_name': str(tiny_no_dropout), 'data_dir': str(syn), 'epochs': 2, 'lr': 0.01, 'max_length': 24, 'stride': 6,
-         'batch_size': 8, 'device': 'cpu', 'num_threads': 2, 'case_feature': False, 'predict_test': False}
+    p = {**load_registry()['ner']['tiny'], 'model_name': str(tiny_no_dropout), 'data_dir': str(syn), 'batch_size': 8,
+         'num_threads': 2, 'case_feature': False, 'predict_test': False}
     one = run_task('ner', folds=[0], params=p, out=out/'one')
     two = run_task('ner', folds=[0], params=p, out=out/'two', nproc=2)
     assert one.ok and two.ok, one.errors + two.errors
