@@ -230,14 +230,16 @@ def launch(fn, # a module-level function (it is pickled to the processes)
            **kwargs)->object:
     "Run `fn(*args, **kwargs)` on `nproc` data-parallel processes and return rank 0's result (works from notebooks)"
     if nproc < 1: raise ValueError(f'nproc={nproc}: expected 1 or more processes')
-    if nproc == 1 or world_size() > 1: return fn(*args, **kwargs)
+    if world_size() > 1: return fn(*args, **kwargs)
     backend = _backend(backend, kwargs)
-    if backend == 'nccl' and torch.cuda.device_count() < nproc:
-        raise ValueError(f'nproc={nproc} processes on GPUs, but this machine has {torch.cuda.device_count()}')
-    if 'RANK' in os.environ and 'WORLD_SIZE' in os.environ:   # started by torchrun: join its process group
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1 and 'RANK' in os.environ:   # under torchrun: join its group, `nproc` aside
+        if backend == 'nccl': torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         dist.init_process_group(backend)
         try: return fn(*args, **kwargs)
         finally: dist.destroy_process_group()
+    if nproc == 1: return fn(*args, **kwargs)
+    if backend == 'nccl' and torch.cuda.device_count() < nproc:
+        raise ValueError(f'nproc={nproc} processes on GPUs, but this machine has {torch.cuda.device_count()}')
     import torch.multiprocessing as mp
     q = mp.get_context('spawn').SimpleQueue()
     threads = threads or max(1, torch.get_num_threads() // nproc)
