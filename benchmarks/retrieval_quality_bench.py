@@ -55,7 +55,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import torch
-    from recsys_nb.core import save_json, load_json
+    from recsys_nb.core import save_json, load_json, machine_info
     from recsys_nb.runner import task_params, resolve_params
     path = Path(args.out or ROOT/'benchmarks'/'results'/'retrieval_quality_cranfield.json')
     res = load_json(path) if args.merge and path.exists() else {}
@@ -65,7 +65,7 @@ def main(argv=None):
     cmd = 'python ' + ' '.join([f'benchmarks/{Path(__file__).name}'] + (argv if argv is not None else sys.argv[1:]))
     res.update(dataset='cranfield (1400 documents, 180 training queries in 4 query folds; 45 held-out test queries unused here)',
                device='cpu', device_name=f'CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}',
-               recipe={**recipe, **params})
+               machine=machine_info('cpu'), recipe={**recipe, **params})
     res.setdefault('runs', []); res.setdefault('folds', {}); res.setdefault('sweep', {})
     if args.sweep:
         for spec in [x for x in args.sweep.split(';') if x.strip()]:
@@ -75,9 +75,10 @@ def main(argv=None):
             zs, ft = m['models']['dense_zero_shot']['ndcg@10'], m['models']['dense']['ndcg@10']; f = m['finetune']
             res['sweep'][f'fold{args.sweep_fold}_{spec}'] = {'fold': args.sweep_fold, 'params': sp, 'val_ndcg@10': f['val_ndcg@10'],
                 'kept_epoch': f['best_epoch'], 'train_loss': f['train_loss'], 'finetune_minutes': f['minutes'],
+                **{k: f[k] for k in ('wise_alpha', 'wise_val_ndcg@10', 'n_extra_pairs_per_epoch') if k in f},
                 'test_ndcg@10_zero_shot': zs, 'test_ndcg@10_fine_tuned': ft, 'test_recall@100_fine_tuned': m['models']['dense']['recall@100'],
                 'minutes': minutes, 'run_dir': run_dir, 'load_average_1_5_15_at_end': [round(x, 2) for x in os.getloadavg()]}
-            print(f'sweep {spec}: val {np.round(f["val_ndcg@10"], 4)} kept {f["best_epoch"]} ({f["minutes"]:.2f} min fine-tuning), '
+            print(f'sweep {spec}: val {np.round(f["val_ndcg@10"], 4)} kept {f["best_epoch"]}, WiSE-FT {f.get("wise_alpha", 1.0):g} ({f["minutes"]:.2f} min fine-tuning), '
                   f'fold {args.sweep_fold} NDCG@10 {zs:.4f} -> {ft:.4f}', flush=True)
             save_json(res, path)
     elif args.sweep_lr:
@@ -92,7 +93,8 @@ def main(argv=None):
         for f in [int(x) for x in args.folds.split(',')]:
             m, minutes, run_dir = run_fold(f, params, args.runs)
             res['folds'][str(f)] = {'models': m['models'], 'finetune': m.get('finetune', {}), 'fusion': m['fusion'], 'minutes': minutes,
-                                    'run_dir': run_dir, 'n_eval_queries': m['n_eval_queries']}
+                                    'run_dir': run_dir, 'n_eval_queries': m['n_eval_queries'], 'params': {**recipe, **params},
+                                    'load_average_1_5_15_at_end': [round(x, 2) for x in os.getloadavg()]}
             print(f'fold {f}: ' + ', '.join(f'{NAMES.get(k, k)} {v["ndcg@10"]:.4f}' for k, v in m['models'].items()) + f' ({minutes:.1f} min)', flush=True)
             res['models'] = summarise(res['folds']); save_json(res, path)    # after every fold: a cut-off run keeps its folds
     res['runs'].append({'command': cmd, 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),

@@ -21,7 +21,7 @@ __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documen
            'standardize', 'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents',
            'info_nce', 'finetune', 'bm25_search', 'to_predictions', 'evaluate', 'write_submission', 'fuse_runs',
            'tune_fusion_weight', 'layer_range', 'HiddenStates', 'lower_states', 'upper_encode', 'encode_states',
-           'finetune_retriever', 'score_samples', 'per_query']
+           'finetune_retriever', 'title_pairs', 'score_samples', 'per_query']
 
 # %% ../nbs/10_retrieval.ipynb #a61618e7
 def _line_at(text:str, pos:int)->int: return text.count('\n', 0, pos) + 1
@@ -769,6 +769,12 @@ def _corpus_ce(qe, dn, q_rows:np.ndarray, pos:np.ndarray, rel:np.ndarray, temper
     mask = torch.from_numpy(rel[q_rows]); mask[torch.arange(len(pos)), torch.from_numpy(pos)] = False
     return torch.nn.functional.cross_entropy((qe @ dn.T / temperature).masked_fill(mask, float('-inf')), torch.from_numpy(pos))
 
+def _text_keys(texts:list[str])->np.ndarray: return np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)[1].ravel()
+
+def _mix_states(model, a:dict, b:dict, alpha:float):
+    "Load (1 - alpha) * a + alpha * b into `model` (floating tensors; the others from b)"
+    model.load_state_dict({k: (a[k] + alpha * (v - a[k])) if v.is_floating_point() else v for k, v in b.items()})
+
 def finetune_retriever(model, tokenizer, # encoder (trained in place; best or zero-shot weights at the end) and tokenizer
                        docs:list[str], # the collection's texts
                        queries:list[str], # training and validation query texts
@@ -783,11 +789,15 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
                        query_token_max_length:int=64, doc_token_max_length:int=256, train_doc_token_max_length:int=128,
                        standardization:str="corpus", precision:str="auto", seed:int=42, warmup:float=0.1, batch_size_encode:int=64,
                        doc_embeddings=None, # [n_docs, dim] zero-shot embeddings of `docs` at doc_token_max_length, when known (frozen: not re-encoded)
+                       extra_queries:list[str]|None=None, extra_docs:list[str]|None=None, # unlabelled (pseudo-query, text) pairs, e.g. `title_pairs`: own batches, in-batch negatives
+                       extra_per_epoch:int=0, # extra pairs drawn (anew) for each epoch; 0: all of them
+                       extra_weight:float=1.0, # weight of an extra batch's loss against a judged batch's
+                       wise_alphas=(), # WiSE-FT: weights of the kept epoch's weights in a mix with the zero-shot ones, tried on `val` after training
                        ckpt_dir:str|Path|None=None, # training state saved here after every epoch (None: off)
                        resume:bool=False, # continue from the checkpoint in `ckpt_dir` when there is one
                        on_epoch=None # callback(epoch, history) after each trained epoch and its checkpoint
                       )->dict:
-    "Train the upper layers against hard, in-batch or all documents; keep the epoch best on `val`: a history dict (+ 'doc_embeddings')"
+    "Train the upper layers against hard, in-batch or all documents; keep the epoch (and WiSE-FT mix) best on `val`: a history dict (+ 'doc_embeddings')"
     import torch
     F = torch.nn.functional
     t0 = time.perf_counter(); rng = np.random.default_rng(seed); torch.manual_seed(seed)
@@ -796,12 +806,17 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
     if not 0 <= freeze_layers < n_layers: raise ValueError(f'freeze_layers={freeze_layers}: expected 0..{n_layers - 1} for a {n_layers}-layer encoder')
     if doc_encoder not in ('shared', 'frozen'): raise ValueError(f"doc_encoder={doc_encoder!r}: expected 'shared' or 'frozen'")
     if corpus_loss < 0 or pair_loss < 0 or corpus_loss + pair_loss == 0: raise ValueError(f'corpus_loss={corpus_loss}, pair_loss={pair_loss}: expected weights >= 0, not both 0')
+    n_x = len(extra_queries or [])
+    if n_x != len(extra_docs or []): raise ValueError(f'extra_queries has {n_x} texts, extra_docs {len(extra_docs or [])}: expected one document text per pseudo-query')
+    if n_x and doc_encoder != 'shared': raise ValueError("extra pairs train both sides: they need doc_encoder='shared'")
+    if any(not 0 < a < 1 for a in wise_alphas): raise ValueError(f'wise_alphas={tuple(wise_alphas)}: expected weights strictly between 0 and 1')
     rel = np.zeros((nq, nd), bool); r = qrels[qrels[:, 2] > 0]; rel[r[:, 0], r[:, 1]] = True
     pairs = r[~val[r[:, 0]], :2]; trq = np.flatnonzero(~val); vq = qrels[val[qrels[:, 0]]]
     if len(pairs) < 2: raise ValueError(f'fine-tuning needs at least 2 relevant (query, document) pairs outside validation, got {len(pairs)}')
     if not len(vq): raise ValueError('fine-tuning needs validation queries with judgements (val_share > 0)')
     vrow = {q: i for i, q in enumerate(np.flatnonzero(val))}; vq = np.column_stack([[vrow[q] for q in vq[:, 0]], vq[:, 1:]])
     shared = doc_encoder == 'shared'
+    theta0 = {k: t.detach().clone() for k, t in model.state_dict().items()} if len(wise_alphas) else None   # the zero-shot weights
     if shared:
         S_doc = lower_states(model, tokenize(tokenizer, docs, doc_token_max_length), freeze_layers, batch_size_encode, precision)
         S_dtr = lower_states(model, tokenize(tokenizer, docs, train_doc_token_max_length), freeze_layers, batch_size_encode, precision) if train_doc_token_max_length < doc_token_max_length else S_doc
@@ -809,15 +824,20 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
         D_fixed = doc_embeddings if doc_embeddings is not None else encode(model, tokenize(tokenizer, docs, doc_token_max_length), batch_size_encode, precision, 'documents')
         if D_fixed.shape[0] != nd: raise ValueError(f'doc_embeddings has {D_fixed.shape[0]} rows, expected one per document ({nd})')
     S_q = lower_states(model, tokenize(tokenizer, queries, query_token_max_length), freeze_layers, batch_size_encode, precision)
+    if n_x:
+        S_xq = lower_states(model, tokenize(tokenizer, extra_queries, query_token_max_length), freeze_layers, batch_size_encode, precision)
+        S_xd = lower_states(model, tokenize(tokenizer, extra_docs, train_doc_token_max_length), freeze_layers, batch_size_encode, precision)
+        kx_q, kx_d = _text_keys(extra_queries), _text_keys(extra_docs)
+    n_xe = (min(extra_per_epoch, n_x) if extra_per_epoch > 0 else n_x)   # extra pairs per epoch
     need_neg = pair_loss > 0 and n_neg > 0
     bm = np.full((nq, neg_depth), -1, np.int64)
     if need_neg: bm[trq] = bm25_search(docs, [queries[i] for i in trq], neg_depth)[1]
     upper = [p for l in _layers_of(model)[1].layer[freeze_layers:] for p in l.parameters()]
     opt = torch.optim.AdamW(upper, lr=lr, weight_decay=0.01)
-    steps = epochs * math.ceil(len(pairs) / batch_size); warm = max(1, int(warmup * steps))
+    steps = epochs * (math.ceil(len(pairs) / batch_size) + math.ceil(n_xe / batch_size)); warm = max(1, int(warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
     hist = {'val_ndcg@10': [], 'train_loss': [], 'epoch_seconds': [], 'n_pairs': int(len(pairs)), 'n_train_queries': int(len(trq)),
-            'n_val_queries': int(val.sum())}
+            'n_val_queries': int(val.sum()), 'n_extra_pairs_per_epoch': int(n_xe)}
     best, best_state, best_D, start = -1.0, None, None, 0
     ck, ck_best = EpochCheckpoint(ckpt_dir), EpochCheckpoint(None if ckpt_dir is None else Path(ckpt_dir)/'best')
     if resume and (st := ck.load(model, opt, sched)) is not None:   # the last epoch's training state, and the kept epoch's weights
@@ -825,11 +845,13 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
         cur, trng = {k: t.detach().clone() for k, t in model.state_dict().items()}, torch.get_rng_state()
         ck_best.load(model); best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
         model.load_state_dict(cur); torch.set_rng_state(trng)
-    for ep in range(start, epochs + 1):
-        model.eval(); te = time.perf_counter()
+    def evaluate_val():
         D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision) if shared else D_fixed
         Q = encode_states(model, S_q, freeze_layers, batch_size_encode, precision)
-        v = _ndcg_rows(Q[torch.from_numpy(np.flatnonzero(val))], D, vq, standardization); hist['val_ndcg@10'].append(v)
+        return D, Q, _ndcg_rows(Q[torch.from_numpy(np.flatnonzero(val))], D, vq, standardization)
+    for ep in range(start, epochs + 1):
+        model.eval(); te = time.perf_counter()
+        D, Q, v = evaluate_val(); hist['val_ndcg@10'].append(v)
         if v > best:
             best, best_D, best_state = v, D, {k: t.detach().clone() for k, t in model.state_dict().items()}
             ck_best.save(model)
@@ -842,21 +864,33 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
         model.train(); tot = []
         if pair_loss: perm = rng.permutation(len(pairs))
         else: perm = np.argsort(rng.permutation(nq)[pairs[:, 0]], kind='stable')   # corpus loss only: a query's pairs together, encoded once
-        for s in progress(range(0, len(pairs), batch_size), desc=f'fine-tune epoch {ep + 1}', leave=False):
-            b = pairs[perm[s:s + batch_size]]
-            if len(b) < 2: continue
-            uq, qi = np.unique(b[:, 0], return_inverse=True)
-            qe = F.normalize(upper_encode(model, S_q, uq, freeze_layers, precision, grad=True).float()[torch.from_numpy(qi)] / sd, dim=1)
-            loss = corpus_loss * _corpus_ce(qe, dn, b[:, 0], b[:, 1], rel, temperature) if corpus_loss else 0.0
-            if pair_loss:
-                neg = []
-                for q in (b[:, 0] if need_neg else []):
-                    c = cand[q][(cand[q] >= 0)]; c = np.unique(c[~rel[q, c]])
-                    neg.append(rng.choice(c, n_neg, replace=len(c) < n_neg) if len(c) else rng.integers(0, nd, n_neg))
-                dd = np.concatenate([b[:, 1]] + neg)
-                de = F.normalize(upper_encode(model, S_dtr, dd, freeze_layers, precision, grad=True).float() / sd, dim=1) if shared else dn[torch.from_numpy(dd)]
-                fn = torch.from_numpy(rel[b[:, 0]][:, dd]); fn[torch.arange(len(b)), torch.arange(len(b))] = False
-                loss = loss + pair_loss * F.cross_entropy((qe @ de.T / temperature).masked_fill(fn, float('-inf')), torch.arange(len(b)))
+        plan = [(0, s) for s in range(0, len(pairs), batch_size)]
+        if n_xe:    # extra batches, shuffled in among the judged ones
+            xsel = rng.choice(n_x, n_xe, replace=False)
+            plan = [plan[i] if i < len(plan) else (1, (i - len(plan)) * batch_size) for i in rng.permutation(len(plan) + math.ceil(n_xe / batch_size))]
+        for kind, s in progress(plan, desc=f'fine-tune epoch {ep + 1}', leave=False):
+            if kind == 1:
+                x = xsel[s:s + batch_size]
+                if len(x) < 2: continue
+                qe = F.normalize(upper_encode(model, S_xq, x, freeze_layers, precision, grad=True).float() / sd, dim=1)
+                de = F.normalize(upper_encode(model, S_xd, x, freeze_layers, precision, grad=True).float() / sd, dim=1)
+                same = torch.from_numpy((kx_q[x][:, None] == kx_q[x][None]) | (kx_d[x][:, None] == kx_d[x][None])) & ~torch.eye(len(x), dtype=torch.bool)
+                loss = extra_weight * F.cross_entropy((qe @ de.T / temperature).masked_fill(same, float('-inf')), torch.arange(len(x)))
+            else:
+                b = pairs[perm[s:s + batch_size]]
+                if len(b) < 2: continue
+                uq, qi = np.unique(b[:, 0], return_inverse=True)
+                qe = F.normalize(upper_encode(model, S_q, uq, freeze_layers, precision, grad=True).float()[torch.from_numpy(qi)] / sd, dim=1)
+                loss = corpus_loss * _corpus_ce(qe, dn, b[:, 0], b[:, 1], rel, temperature) if corpus_loss else 0.0
+                if pair_loss:
+                    neg = []
+                    for q in (b[:, 0] if need_neg else []):
+                        c = cand[q][(cand[q] >= 0)]; c = np.unique(c[~rel[q, c]])
+                        neg.append(rng.choice(c, n_neg, replace=len(c) < n_neg) if len(c) else rng.integers(0, nd, n_neg))
+                    dd = np.concatenate([b[:, 1]] + neg)
+                    de = F.normalize(upper_encode(model, S_dtr, dd, freeze_layers, precision, grad=True).float() / sd, dim=1) if shared else dn[torch.from_numpy(dd)]
+                    fn = torch.from_numpy(rel[b[:, 0]][:, dd]); fn[torch.arange(len(b)), torch.arange(len(b))] = False
+                    loss = loss + pair_loss * F.cross_entropy((qe @ de.T / temperature).masked_fill(fn, float('-inf')), torch.arange(len(b)))
             opt.zero_grad(set_to_none=True); loss.backward()
             torch.nn.utils.clip_grad_norm_(upper, 1.0); opt.step(); sched.step(); tot.append(loss.item())
         hist['train_loss'].append(float(np.mean(tot)) if tot else float('nan')); hist['epoch_seconds'].append(time.perf_counter() - te)
@@ -864,8 +898,24 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
         if on_epoch is not None: on_epoch(ep, hist)
     model.load_state_dict(best_state); model.eval()
     if best_D is None: best_D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision) if shared else D_fixed   # kept before a resume
-    hist.update(best_epoch=int(np.argmax(hist['val_ndcg@10'])), seconds=time.perf_counter() - t0, doc_embeddings=best_D)
+    best_epoch = int(np.argmax(hist['val_ndcg@10'])); alpha = 1.0
+    if len(wise_alphas) and best_epoch > 0:    # WiSE-FT: zero-shot and kept weights mixed, the mix chosen on `val` (the kept epoch = 1)
+        hist['wise_val_ndcg@10'] = {1.0: best}
+        for a in sorted(wise_alphas, reverse=True):
+            _mix_states(model, theta0, best_state, a); D, _, v = evaluate_val(); hist['wise_val_ndcg@10'][float(a)] = v
+            if v > best: best, best_D, alpha = v, D, float(a)
+        _mix_states(model, theta0, best_state, alpha); model.eval()
+    hist.update(best_epoch=best_epoch, wise_alpha=alpha, val_ndcg_kept=best, seconds=time.perf_counter() - t0, doc_embeddings=best_D)
     return hist
+
+# %% ../nbs/10_retrieval.ipynb #b0d6c0d1
+def title_pairs(docs:pl.DataFrame, # documents (id, title, contents)
+                min_words:int=3, # shortest title kept (words)
+                char_max_length:int=2048 # characters of the body kept (0: all)
+               )->tuple[list[str], list[str]]:
+    "Unlabelled (title, body) pairs of the collection for in-domain contrastive training: (pseudo-queries, texts)"
+    t = docs.filter((pl.col('title').str.count_matches(r'\S+') >= min_words) & (pl.col('contents').str.strip_chars() != ''))
+    return t['title'].to_list(), [x[:char_max_length] if char_max_length > 0 else x for x in t['contents'].to_list()]
 
 # %% ../nbs/10_retrieval.ipynb #b94dfe85
 def score_samples(q, d, # standardised query and document embeddings

@@ -332,3 +332,37 @@ def test_finetune_frozen_documents_keep_zero_shot_embeddings(syn, tok):
     assert max(h['val_ndcg@10']) > h['val_ndcg@10'][0] + 0.05 and h['best_epoch'] > 0
     with pytest.raises(ValueError, match="doc_encoder='x'"): finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, doc_encoder='x')
     with pytest.raises(ValueError, match='not both 0'): finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, corpus_loss=0, pair_loss=0)
+
+# ------------------------------------------------------------------ unlabelled title pairs, WiSE-FT
+
+def test_title_pairs_skip_short_titles_and_empty_bodies():
+    d = pl.DataFrame({'id': ['1', '2', '3', '4'], 'title': ['flow past a wing', 'shock', 'heat  transfer  rates', 'a b c'],
+                      'contents': ['lift and drag', 'waves', '  ', 'x' * 50]})
+    assert title_pairs(d, char_max_length=10) == (['flow past a wing', 'a b c'], ['lift and d', 'x' * 10])
+
+def test_finetune_with_title_pairs_and_wise(syn, tok, tmp_path):
+    docs, queries, qr, val = _ft_inputs(syn)
+    xq, xd = title_pairs(load_competition(syn).docs, min_words=2)
+    kw = dict(epochs=2, lr=3e-3, batch_size=16, freeze_layers=1, doc_token_max_length=48, train_doc_token_max_length=32, precision='fp32')
+    h0 = finetune_retriever(_tiny(tok), tok, docs, queries, qr, val, **kw)
+    m = _tiny(tok)
+    h = finetune_retriever(m, tok, docs, queries, qr, val, extra_queries=xq, extra_docs=xd, extra_per_epoch=48, wise_alphas=(0.3, 0.6), **kw)
+    assert h['n_extra_pairs_per_epoch'] == 48 and h0['n_extra_pairs_per_epoch'] == 0
+    assert h['train_loss'] != h0['train_loss']                         # the title batches were trained on
+    assert h['best_epoch'] > 0 and set(h['wise_val_ndcg@10']) == {1.0, 0.3, 0.6}
+    assert h['val_ndcg_kept'] == max(h['wise_val_ndcg@10'].values()) == h['wise_val_ndcg@10'][h['wise_alpha']]
+    D = encode_states(m, lower_states(m, tokenize(tok, docs, 48), 1, precision='fp32'), 1, precision='fp32')
+    torch.testing.assert_close(D, h['doc_embeddings'], rtol=0, atol=5e-2)   # the model holds the kept mix
+    # resume with title pairs: the same run
+    def stop(ep, hist):
+        if ep == 0: raise KeyboardInterrupt
+    kx = dict(extra_queries=xq, extra_docs=xd, extra_per_epoch=48, **kw)
+    h1 = finetune_retriever(_tiny(tok), tok, docs, queries, qr, val, ckpt_dir=tmp_path/'a', **kx)
+    with pytest.raises(KeyboardInterrupt): finetune_retriever(_tiny(tok), tok, docs, queries, qr, val, ckpt_dir=tmp_path/'b', on_epoch=stop, **kx)
+    h2 = finetune_retriever(_tiny(tok), tok, docs, queries, qr, val, ckpt_dir=tmp_path/'b', resume=True, **kx)
+    assert h2['train_loss'] == h1['train_loss'] and h2['val_ndcg@10'] == h1['val_ndcg@10']
+    with pytest.raises(ValueError, match='one document text per pseudo-query'):
+        finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, extra_queries=xq, extra_docs=xd[:-1])
+    with pytest.raises(ValueError, match="need doc_encoder='shared'"):
+        finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, doc_encoder='frozen', extra_queries=xq, extra_docs=xd)
+    with pytest.raises(ValueError, match='strictly between 0 and 1'): finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, wise_alphas=(1.0,))
