@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from .core import (seed_everything, get_device, get_dtype, autocast, atomic_write, atomic_path, save_json, load_json,
                             progress, Timer, EpochCheckpoint)
+from .results import latest_run
 from .data import find_data, register_synthetic, default_encoder, read_utf8
 from .train import (train_device, decay_groups, warmup_schedule, Stepper, EarlyStopping, ddp, shard, world_size,
                              is_main, batch_progress, log_epoch)
@@ -24,7 +25,7 @@ __all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'SHAPES', 'read_texts', 're
            'token_loss', 'train_ner', 'save_ner_model', 'load_ner_model', 'find_fold_models', 'ensemble_probs',
            'write_somd_tags', 'predict_run', 'Gazetteer', 'plot_per_type_f1', 'type_confusion', 'plot_confusion',
            'plot_learning_curves', 'run_fold', 'drop_checkpoints', 'model_metrics', 'resolve_path',
-           'resolve_ensemble_from', 'fold_metrics_table']
+           'resolve_ensemble_from']
 
 # %% ../nbs/40_ner.ipynb #e37b6b78
 SOMD_TYPES = ['Abbreviation', 'AlternativeName', 'Application', 'Citation', 'Developer', 'Extension', 'License',
@@ -948,20 +949,7 @@ def resolve_ensemble_from(spec:str, # a run folder, a `latest` link, or "latest"
         p = resolve_path(spec)
         if not (p == here or p in here.parents): return p
         task_dir = p.parent
-    mine = {here, *here.parents}
-    runs = sorted((d for d in task_dir.iterdir() if d.is_dir() and not d.is_symlink() and d.resolve() not in mine
-                   and next(d.rglob('ner_config.json'), None) is not None), key=lambda d: d.name)
-    if not runs: raise FileNotFoundError(f'{task_dir}: no earlier run with saved fold models; run `recsys-nb run ner --folds 0,1,2,3` first')
-    return runs[-1].resolve()
+    run = latest_run(task_dir, having=lambda d: next(d.rglob('ner_config.json'), None) is not None, exclude=[here, *here.parents])
+    if run is None: raise FileNotFoundError(f'{task_dir}: no earlier run with saved fold models; run `recsys-nb run ner --folds 0,1,2,3` first')
+    return run
 
-def fold_metrics_table(run_dir:str|Path)->"pl.DataFrame":
-    "One row per (fold, model, metric) from the `metrics.json` files of a run's fold folders"
-    import polars as pl
-    rows = []
-    for f in sorted(Path(run_dir).glob('*/metrics.json')):
-        m = load_json(f)
-        if 'fold' not in m: continue
-        for model, scores in m['models'].items():
-            rows += [{'fold': int(m['fold']), 'model': model, 'metric': k, 'value': float(v)} for k, v in scores.items()]
-    if not rows: raise FileNotFoundError(f'{run_dir}: no fold metrics.json (with a "fold" entry) in its sub-folders')
-    return pl.DataFrame(rows)
