@@ -826,8 +826,8 @@ class Gazetteer:
 
 # %% ../nbs/40_ner.ipynb #6fd307d2
 def plot_per_type_f1(series:dict[str, dict], # name (model or fold) -> flat scores from `score_tags`
-                     path:str|Path, kind:str='span', title:str='')->Path:
-    "Grouped bar chart of per-type F1, saved as PNG"
+                     path:str|Path, kind:str='span', title:str=''):
+    "Grouped bar chart of per-type F1, saved as PNG at `path`; returns the figure (shown inline in a notebook)"
     import matplotlib.pyplot as plt
     pre = f'{kind}_f1-'
     types = sorted({k[len(pre):] for s in series.values() for k in s if k.startswith(pre)})
@@ -837,7 +837,7 @@ def plot_per_type_f1(series:dict[str, dict], # name (model or fold) -> flat scor
         ax.bar(np.arange(len(types)) + i * wd, [s.get(pre + t, 0.0) for t in types], wd, label=name)
     ax.set_xticks(np.arange(len(types)) + 0.4 - wd / 2, types, rotation=45, ha='right'); ax.set_ylabel(f'{kind} F1'); ax.set_ylim(0, 1)
     ax.legend(fontsize=8); ax.set_title(title or f'{kind}-level F1 per entity type'); fig.tight_layout()
-    fig.savefig(path, dpi=100); plt.close(fig); return Path(path)
+    fig.savefig(path, dpi=100); return fig
 
 def type_confusion(true:list[list[str]], pred:list[list[str]])->tuple[np.ndarray, list[str]]:
     "Word-level confusion counts of entity types (rows true, columns predicted), `O` last"
@@ -848,8 +848,8 @@ def type_confusion(true:list[list[str]], pred:list[list[str]])->tuple[np.ndarray
     np.add.at(cm, (np.vectorize(ix.get)(t), np.vectorize(ix.get)(p)), 1)
     return cm, types
 
-def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, title:str='')->Path:
-    "Row-normalised confusion matrix of entity types, saved as PNG"
+def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, title:str=''):
+    "Row-normalised confusion matrix of entity types, saved as PNG at `path`; returns the figure"
     import matplotlib.pyplot as plt
     cm, types = type_confusion(true, pred)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -858,10 +858,10 @@ def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, ti
     ax.set_xticks(range(len(types)), types, rotation=60, ha='right', fontsize=8); ax.set_yticks(range(len(types)), types, fontsize=8)
     for i, j in zip(*np.nonzero(cm)): ax.text(j, i, cm[i, j], ha='center', va='center', fontsize=6, color='k' if norm[i, j] < 0.6 else 'w')
     ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(title or 'entity types, word level'); fig.tight_layout()
-    fig.savefig(path, dpi=100); plt.close(fig); return Path(path)
+    fig.savefig(path, dpi=100); return fig
 
-def plot_learning_curves(history:list[dict], path:str|Path)->Path:
-    "Train/eval loss and span/token F1 (and span F1 of the other decoders) per epoch, saved as PNG"
+def plot_learning_curves(history:list[dict], path:str|Path):
+    "Train/eval loss and span/token F1 (and span F1 of the other decoders) per epoch, saved as PNG at `path`; returns the figure"
     import matplotlib.pyplot as plt
     ep = [h['epoch'] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -871,7 +871,7 @@ def plot_learning_curves(history:list[dict], path:str|Path)->Path:
     for k, st in (('span_f1_argmax', ':'), ('span_f1_viterbi', '--')):
         if all(k in h for h in history): b.plot(ep, [h[k] for h in history], st, label=k.replace('_f1_', ' F1, '))
     b.set_xlabel('epoch'); b.set_ylabel('evaluated fold'); b.set_ylim(0, 1); b.legend(fontsize=8); fig.tight_layout()
-    fig.savefig(path, dpi=100); plt.close(fig); return Path(path)
+    fig.savefig(path, dpi=100); return fig
 
 # %% ../nbs/40_ner.ipynb #da3c36c2
 def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str="", labels:str|list="somd",
