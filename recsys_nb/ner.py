@@ -154,12 +154,12 @@ def synthetic_somd(out_dir:Path, # folder to write the four SOMD files into
 # %% ../nbs/40_ner.ipynb #a0877408
 def fold_indices(n:int, # number of sentences
                  fold:int, # the evaluated fold
-                 n_splits:int=4 # number of folds
+                 n_folds:int=4 # number of folds
                 )->tuple[np.ndarray, np.ndarray]:
-    "Training and evaluation sentence indices of `fold` (sentence index modulo `n_splits`)"
-    if not 0 <= fold < n_splits: raise ValueError(f'fold={fold} is outside 0..{n_splits - 1} (n_splits={n_splits})')
+    "Training and evaluation sentence indices of `fold` (sentence index modulo `n_folds`)"
+    if not 0 <= fold < n_folds: raise ValueError(f'fold={fold} is outside 0..{n_folds - 1} (n_folds={n_folds})')
     idx = np.arange(n)
-    return idx[idx % n_splits != fold], idx[idx % n_splits == fold]
+    return idx[idx % n_folds != fold], idx[idx % n_folds == fold]
 
 def downsample_negatives(tags:list[list[str]], # tags of all sentences
                          idx:np.ndarray, # candidate (training) indices
@@ -874,7 +874,7 @@ def plot_learning_curves(history:list[dict], path:str|Path):
     fig.savefig(path, dpi=100); return fig
 
 # %% ../nbs/40_ner.ipynb #da3c36c2
-def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str="", labels:str|list="somd",
+def run_fold(data_dir:str|Path="", fold:int=0, n_folds:int=4, model_name:str="", labels:str|list="somd",
              negative_ratio:float=0.3, cfg:NerConfig=NerConfig(), freeze_embedding:bool=False, freeze_layers:int=0,
              device="auto", out_dir:str|Path|None=None, save_model:bool=True, limit:int=0, verbose:bool=True,
              resume:bool=False # continue from the epoch checkpoint in out_dir/checkpoints (written after every epoch)
@@ -882,7 +882,7 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
     "Train and evaluate one CV fold; writes `eval_result.json` (and the model, and epoch checkpoints) into `out_dir` when given"
     tokens, tags, labs = load_somd(data_dir, 'train', labels)
     if limit: tokens, tags = tokens[:limit], tags[:limit]
-    tr, ev = fold_indices(len(tokens), fold, n_splits)
+    tr, ev = fold_indices(len(tokens), fold, n_folds)
     tr = downsample_negatives(tags, tr, negative_ratio, cfg.seed)
     pick = lambda xs, idx: [xs[i] for i in idx]
     tok = load_tokenizer(model_name)
@@ -906,7 +906,7 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
                       **{f'eval_{k}': v for k, v in out['ner_scores'].items() if k.startswith(('span_', 'token_', 'unseen_', 'seen_', 'n_'))}}
         save_json(seed_style, out_dir/'eval_result.json')
         if save_model:
-            save_ner_model(res.model, tok, out_dir/'model', labs, cfg, {'fold': fold, 'n_splits': n_splits, 'model_name': model_name or 'all-MiniLM-L6-v2',
+            save_ner_model(res.model, tok, out_dir/'model', labs, cfg, {'fold': fold, 'n_folds': n_folds, 'model_name': model_name or 'all-MiniLM-L6-v2',
                                                                           'best_epoch': res.best_epoch, 'span_f1': b['span_f1']})
     return out
 
