@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from .core import (seed_everything, get_device, get_dtype, autocast, atomic_write, atomic_path, save_json, load_json,
                             progress, Timer, EpochCheckpoint)
+from .results import latest_run
 from .data import find_data, register_synthetic, default_encoder, read_utf8
 from .train import (train_device, decay_groups, warmup_schedule, Stepper, EarlyStopping, ddp, shard, world_size,
                              is_main, batch_progress, log_epoch)
@@ -24,7 +25,7 @@ __all__ = ['SOMD_TYPES', 'SOMD_LABELS', 'SOMD_DATA', 'SHAPES', 'read_texts', 're
            'token_loss', 'train_ner', 'save_ner_model', 'load_ner_model', 'find_fold_models', 'ensemble_probs',
            'write_somd_tags', 'predict_run', 'Gazetteer', 'plot_per_type_f1', 'type_confusion', 'plot_confusion',
            'plot_learning_curves', 'run_fold', 'drop_checkpoints', 'model_metrics', 'resolve_path',
-           'resolve_ensemble_from', 'fold_metrics_table']
+           'resolve_ensemble_from']
 
 # %% ../nbs/40_ner.ipynb #e37b6b78
 SOMD_TYPES = ['Abbreviation', 'AlternativeName', 'Application', 'Citation', 'Developer', 'Extension', 'License',
@@ -153,12 +154,12 @@ def synthetic_somd(out_dir:Path, # folder to write the four SOMD files into
 # %% ../nbs/40_ner.ipynb #a0877408
 def fold_indices(n:int, # number of sentences
                  fold:int, # the evaluated fold
-                 n_splits:int=4 # number of folds
+                 n_folds:int=4 # number of folds
                 )->tuple[np.ndarray, np.ndarray]:
-    "Training and evaluation sentence indices of `fold` (sentence index modulo `n_splits`)"
-    if not 0 <= fold < n_splits: raise ValueError(f'fold={fold} is outside 0..{n_splits - 1} (n_splits={n_splits})')
+    "Training and evaluation sentence indices of `fold` (sentence index modulo `n_folds`)"
+    if not 0 <= fold < n_folds: raise ValueError(f'fold={fold} is outside 0..{n_folds - 1} (n_folds={n_folds})')
     idx = np.arange(n)
-    return idx[idx % n_splits != fold], idx[idx % n_splits == fold]
+    return idx[idx % n_folds != fold], idx[idx % n_folds == fold]
 
 def downsample_negatives(tags:list[list[str]], # tags of all sentences
                          idx:np.ndarray, # candidate (training) indices
@@ -825,8 +826,8 @@ class Gazetteer:
 
 # %% ../nbs/40_ner.ipynb #6fd307d2
 def plot_per_type_f1(series:dict[str, dict], # name (model or fold) -> flat scores from `score_tags`
-                     path:str|Path, kind:str='span', title:str='')->Path:
-    "Grouped bar chart of per-type F1, saved as PNG"
+                     path:str|Path, kind:str='span', title:str=''):
+    "Grouped bar chart of per-type F1, saved as PNG at `path`; returns the figure (shown inline in a notebook)"
     import matplotlib.pyplot as plt
     pre = f'{kind}_f1-'
     types = sorted({k[len(pre):] for s in series.values() for k in s if k.startswith(pre)})
@@ -836,7 +837,7 @@ def plot_per_type_f1(series:dict[str, dict], # name (model or fold) -> flat scor
         ax.bar(np.arange(len(types)) + i * wd, [s.get(pre + t, 0.0) for t in types], wd, label=name)
     ax.set_xticks(np.arange(len(types)) + 0.4 - wd / 2, types, rotation=45, ha='right'); ax.set_ylabel(f'{kind} F1'); ax.set_ylim(0, 1)
     ax.legend(fontsize=8); ax.set_title(title or f'{kind}-level F1 per entity type'); fig.tight_layout()
-    fig.savefig(path, dpi=100); plt.close(fig); return Path(path)
+    fig.savefig(path, dpi=100); return fig
 
 def type_confusion(true:list[list[str]], pred:list[list[str]])->tuple[np.ndarray, list[str]]:
     "Word-level confusion counts of entity types (rows true, columns predicted), `O` last"
@@ -847,8 +848,8 @@ def type_confusion(true:list[list[str]], pred:list[list[str]])->tuple[np.ndarray
     np.add.at(cm, (np.vectorize(ix.get)(t), np.vectorize(ix.get)(p)), 1)
     return cm, types
 
-def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, title:str='')->Path:
-    "Row-normalised confusion matrix of entity types, saved as PNG"
+def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, title:str=''):
+    "Row-normalised confusion matrix of entity types, saved as PNG at `path`; returns the figure"
     import matplotlib.pyplot as plt
     cm, types = type_confusion(true, pred)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -857,10 +858,10 @@ def plot_confusion(true:list[list[str]], pred:list[list[str]], path:str|Path, ti
     ax.set_xticks(range(len(types)), types, rotation=60, ha='right', fontsize=8); ax.set_yticks(range(len(types)), types, fontsize=8)
     for i, j in zip(*np.nonzero(cm)): ax.text(j, i, cm[i, j], ha='center', va='center', fontsize=6, color='k' if norm[i, j] < 0.6 else 'w')
     ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(title or 'entity types, word level'); fig.tight_layout()
-    fig.savefig(path, dpi=100); plt.close(fig); return Path(path)
+    fig.savefig(path, dpi=100); return fig
 
-def plot_learning_curves(history:list[dict], path:str|Path)->Path:
-    "Train/eval loss and span/token F1 (and span F1 of the other decoders) per epoch, saved as PNG"
+def plot_learning_curves(history:list[dict], path:str|Path):
+    "Train/eval loss and span/token F1 (and span F1 of the other decoders) per epoch, saved as PNG at `path`; returns the figure"
     import matplotlib.pyplot as plt
     ep = [h['epoch'] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -870,10 +871,10 @@ def plot_learning_curves(history:list[dict], path:str|Path)->Path:
     for k, st in (('span_f1_argmax', ':'), ('span_f1_viterbi', '--')):
         if all(k in h for h in history): b.plot(ep, [h[k] for h in history], st, label=k.replace('_f1_', ' F1, '))
     b.set_xlabel('epoch'); b.set_ylabel('evaluated fold'); b.set_ylim(0, 1); b.legend(fontsize=8); fig.tight_layout()
-    fig.savefig(path, dpi=100); plt.close(fig); return Path(path)
+    fig.savefig(path, dpi=100); return fig
 
 # %% ../nbs/40_ner.ipynb #da3c36c2
-def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str="", labels:str|list="somd",
+def run_fold(data_dir:str|Path="", fold:int=0, n_folds:int=4, model_name:str="", labels:str|list="somd",
              negative_ratio:float=0.3, cfg:NerConfig=NerConfig(), freeze_embedding:bool=False, freeze_layers:int=0,
              device="auto", out_dir:str|Path|None=None, save_model:bool=True, limit:int=0, verbose:bool=True,
              resume:bool=False # continue from the epoch checkpoint in out_dir/checkpoints (written after every epoch)
@@ -881,7 +882,7 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
     "Train and evaluate one CV fold; writes `eval_result.json` (and the model, and epoch checkpoints) into `out_dir` when given"
     tokens, tags, labs = load_somd(data_dir, 'train', labels)
     if limit: tokens, tags = tokens[:limit], tags[:limit]
-    tr, ev = fold_indices(len(tokens), fold, n_splits)
+    tr, ev = fold_indices(len(tokens), fold, n_folds)
     tr = downsample_negatives(tags, tr, negative_ratio, cfg.seed)
     pick = lambda xs, idx: [xs[i] for i in idx]
     tok = load_tokenizer(model_name)
@@ -905,7 +906,7 @@ def run_fold(data_dir:str|Path="", fold:int=0, n_splits:int=4, model_name:str=""
                       **{f'eval_{k}': v for k, v in out['ner_scores'].items() if k.startswith(('span_', 'token_', 'unseen_', 'seen_', 'n_'))}}
         save_json(seed_style, out_dir/'eval_result.json')
         if save_model:
-            save_ner_model(res.model, tok, out_dir/'model', labs, cfg, {'fold': fold, 'n_splits': n_splits, 'model_name': model_name or 'all-MiniLM-L6-v2',
+            save_ner_model(res.model, tok, out_dir/'model', labs, cfg, {'fold': fold, 'n_folds': n_folds, 'model_name': model_name or 'all-MiniLM-L6-v2',
                                                                           'best_epoch': res.best_epoch, 'span_f1': b['span_f1']})
     return out
 
@@ -948,20 +949,7 @@ def resolve_ensemble_from(spec:str, # a run folder, a `latest` link, or "latest"
         p = resolve_path(spec)
         if not (p == here or p in here.parents): return p
         task_dir = p.parent
-    mine = {here, *here.parents}
-    runs = sorted((d for d in task_dir.iterdir() if d.is_dir() and not d.is_symlink() and d.resolve() not in mine
-                   and next(d.rglob('ner_config.json'), None) is not None), key=lambda d: d.name)
-    if not runs: raise FileNotFoundError(f'{task_dir}: no earlier run with saved fold models; run `recsys-nb run ner --folds 0,1,2,3` first')
-    return runs[-1].resolve()
+    run = latest_run(task_dir, having=lambda d: next(d.rglob('ner_config.json'), None) is not None, exclude=[here, *here.parents])
+    if run is None: raise FileNotFoundError(f'{task_dir}: no earlier run with saved fold models; run `recsys-nb run ner --folds 0,1,2,3` first')
+    return run
 
-def fold_metrics_table(run_dir:str|Path)->"pl.DataFrame":
-    "One row per (fold, model, metric) from the `metrics.json` files of a run's fold folders"
-    import polars as pl
-    rows = []
-    for f in sorted(Path(run_dir).glob('*/metrics.json')):
-        m = load_json(f)
-        if 'fold' not in m: continue
-        for model, scores in m['models'].items():
-            rows += [{'fold': int(m['fold']), 'model': model, 'metric': k, 'value': float(v)} for k, v in scores.items()]
-    if not rows: raise FileNotFoundError(f'{run_dir}: no fold metrics.json (with a "fold" entry) in its sub-folders')
-    return pl.DataFrame(rows)

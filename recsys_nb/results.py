@@ -11,8 +11,9 @@ from .core import atomic_write, load_json
 from .registry import load_registry
 
 # %% auto #0
-__all__ = ['collect_metrics', 'resolve_run_dir', 'run_status', 'summary_table', 'markdown_table', 'plot_summary', 'summarize',
-           'report_runs', 'baseline_models', 'metrics_html', 'run_plots', 'task_report', 'show_task_report']
+__all__ = ['collect_metrics', 'task_runs', 'latest_run', 'resolve_run_dir', 'run_status', 'summary_table', 'markdown_table',
+           'plot_summary', 'summarize', 'report_runs', 'baseline_models', 'metrics_html', 'run_plots', 'task_report',
+           'show_task_report']
 
 # %% ../nbs/03b_results.ipynb #859a8a37
 def collect_metrics(run_dir:str|Path # a run folder holding fold_<k>/metrics.json
@@ -35,15 +36,35 @@ def collect_metrics(run_dir:str|Path # a run folder holding fold_<k>/metrics.jso
             rows += [(fold, str(model), str(k), float(v)) for k, v in ms.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return pl.DataFrame(rows, schema={'fold': pl.Int64, 'model': pl.String, 'metric': pl.String, 'value': pl.Float64}, orient='row').sort('fold', 'model', 'metric')
 
+# %% ../nbs/03b_results.ipynb #b8e43ed4
+def task_runs(task_dir:str|Path # outputs/<task>
+             )->list[Path]:
+    "The run folders of a task, newest first (run ids start with a UTC time stamp)"
+    td = Path(task_dir)
+    if not td.is_dir(): return []
+    return sorted((d for d in td.iterdir() if d.is_dir() and not d.is_symlink() and not d.name.startswith('.')),
+                  key=lambda d: d.name, reverse=True)
+
+def latest_run(task_dir:str|Path, # outputs/<task>
+               having=None, # a test `run_dir -> bool`: runs failing it are passed over
+               exclude=() # run folders to pass over (e.g. the run that asks)
+              )->Path|None:
+    "The run `latest` (or `latest.txt`) names, else the newest run that passes `having`; None when no run does"
+    td = Path(task_dir)
+    named = ([(td/'latest').resolve()] if (td/'latest').exists() else
+             [td/(td/'latest.txt').read_text().strip()] if (td/'latest.txt').exists() else [])
+    skip = {Path(p).resolve() for p in exclude}
+    for d in named + task_runs(td):
+        if d.is_dir() and d.resolve() not in skip and (having is None or having(d)): return d.resolve()
+    return None
+
 # %% ../nbs/03b_results.ipynb #07524893
 def resolve_run_dir(task:str, run_id:str|None=None, out:str|Path='outputs', quiet:bool=False)->Path:
-    "Folder of `run_id` (default: the latest run) of `task`; says so on stderr when that run is not finished"
+    "Folder of `run_id` (default: the latest run, `latest_run`) of `task`; says so on stderr when that run is not finished"
     td = Path(out)/task
-    if run_id: d = td/run_id
-    elif (td/'latest').exists(): d = (td/'latest').resolve()
-    elif (td/'latest.txt').exists(): d = td/(td/'latest.txt').read_text().strip()
-    else: raise FileNotFoundError(f'no runs of task {task!r} under {td}')
-    if not d.is_dir(): raise FileNotFoundError(f'run {d} does not exist; runs: {sorted(p.name for p in td.iterdir() if p.is_dir())}')
+    d = td/run_id if run_id else latest_run(td)
+    if d is None: raise FileNotFoundError(f'no runs of task {task!r} under {td}')
+    if not d.is_dir(): raise FileNotFoundError(f'run {d} does not exist; runs: {[p.name for p in task_runs(td)]}')
     st = run_status(d)
     if st != 'finished' and not quiet:
         print(f'note: run {d.name} of {task} is {st}' + (f'; continue it with --resume {d.name}' if st == 'interrupted' else ''),
@@ -88,8 +109,7 @@ def markdown_table(tab, primary:list[str]|None=None)->str:
     return '\n'.join(rows)
 
 def plot_summary(tab, path:Path, title:str='', primary:list[str]|None=None, max_metrics:int=8):
-    "Bar chart of mean ± std per model for each (primary) metric"
-    import matplotlib; matplotlib.use('Agg', force=False)
+    "Bar chart of mean ± std per model for each (primary) metric, saved as PNG at `path`; returns the (closed) figure"
     import matplotlib.pyplot as plt
     metrics = [m for m in dict.fromkeys(tab['metric'].to_list()) if not primary or m in primary][:max_metrics]
     models = list(dict.fromkeys(tab['model'].to_list()))
@@ -102,7 +122,8 @@ def plot_summary(tab, path:Path, title:str='', primary:list[str]|None=None, max_
         ax.set_xticks(range(len(ms)), ms, rotation=45, ha='right', fontsize=7); ax.set_title(me, fontsize=9)
     fig.suptitle(title, fontsize=10); fig.tight_layout()
     with open(path, 'wb') as f: fig.savefig(f, dpi=90, format='png')
-    plt.close(fig)
+    plt.close(fig)   # no figure piles up in long scripts; `display(fig)` still shows it in a notebook
+    return fig
 
 def summarize(task:str, # task name
               run_id:str|None=None, # run folder name; default the latest
@@ -137,9 +158,8 @@ def report_runs(out:str|Path='outputs', # root of all runs
     res = {}
     for t in names:
         if t not in found: raise FileNotFoundError(f'no runs of task {t!r} under {out}; tasks with runs: {sorted(found)}')
-        latest = resolve_run_dir(t, None, out)
-        runs = [latest] + sorted((d for d in (out/t).iterdir() if d.is_dir() and not d.is_symlink() and d.resolve() != latest.resolve()), reverse=True)
-        run = next((r for r in runs if _has_metrics(r)), None)
+        resolve_run_dir(t, None, out)   # says so when the latest run has not finished
+        run = latest_run(out/t, having=_has_metrics)
         if run is not None: res[t] = run
     return res
 

@@ -24,8 +24,8 @@ __all__ = ['HH_FILES', 'SESSION_SCHEMA', 'VACANCY_SCHEMA', 'PQ_MAGIC', 'PAD', 'U
            'ratings_warnings', 'hh_targets', 'prepare_hh', 'prepare_loo', 'synthetic_vacancies', 'synthetic_hh',
            'movielens_to_hh', 'ModelConfig', 'Block', 'SeqRecModel', 'mask_items', 'chunked_cross_entropy',
            'sampled_cross_entropy', 'TrainConfig', 'length_buckets', 'seq_loss', 'train_seqrec', 'recommend',
-           'recommend_popular', 'ranking_metrics', 'write_submission', 'plot_history', 'load_seqrec_data',
-           'evaluate_model', 'run_seqrec', 'hh_submission', 'save_checkpoint', 'load_checkpoint']
+           'recommend_popular', 'ranking_metrics', 'write_seqrec_submission', 'plot_seqrec_history', 'load_seqrec_data',
+           'evaluate_model', 'run_seqrec', 'hh_submission', 'save_seqrec_model', 'load_seqrec_model']
 
 # %% ../nbs/30_seqrec.ipynb #0141fe9a
 HH_FILES = {'train': 'hh_recsys_train_hh.pq', 'test': 'hh_recsys_test_hh.pq', 'vacancies': 'hh_recsys_vacancies.pq'}
@@ -751,7 +751,7 @@ def ranking_metrics(topk:np.ndarray, # recommended tokens [n_users, K]
     return out
 
 # %% ../nbs/30_seqrec.ipynb #35ac989e
-def write_submission(path:str|Path, # parquet file to write (atomically)
+def write_seqrec_submission(path:str|Path, # parquet file to write (atomically)
                      user_ids, topk:np.ndarray, # users and their recommended tokens [n, k]
                      vocab:ItemVocab)->pl.DataFrame:
     "Write (user_id, vacancy_id: list of item ids) and return the frame"
@@ -761,7 +761,7 @@ def write_submission(path:str|Path, # parquet file to write (atomically)
     with atomic_path(path) as p: df.write_parquet(p)
     return df
 
-def plot_history(histories:dict, # model name -> list of epoch dicts from `train_seqrec`
+def plot_seqrec_history(histories:dict, # model name -> list of epoch dicts from `train_seqrec`
                  path:str|Path|None=None, metric:str='val_ndcg@10'):
     "Loss and validation metric per epoch, side by side; saved as PNG when `path` is given"
     import matplotlib; import matplotlib.pyplot as plt
@@ -856,10 +856,10 @@ def hh_submission(model:SeqRecModel, vocab:ItemVocab, # trained model and its vo
     pop = recommend_popular(vocab.popularity(), Seqs.from_lists([[]]), k, exclude_seen=False)[0]
     topk = np.tile(pop, (users.height, 1))
     if has.any(): topk[has] = recommend(model, Seqs.from_lists(users.filter(pl.Series(has))['seq']), k, exclude_seen, device=device)
-    return write_submission(path, users['user_id'], topk, vocab)
+    return write_seqrec_submission(path, users['user_id'], topk, vocab)
 
 # %% ../nbs/30_seqrec.ipynb #1f8d5d0a
-def save_checkpoint(model:SeqRecModel, vocab:ItemVocab, folder:str|Path)->Path:
+def save_seqrec_model(model:SeqRecModel, vocab:ItemVocab, folder:str|Path)->Path:
     "Write `model.safetensors`, `config.json` and `vocab.json` into `folder`"
     from safetensors.torch import save_file
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
@@ -869,8 +869,8 @@ def save_checkpoint(model:SeqRecModel, vocab:ItemVocab, folder:str|Path)->Path:
     save_json({'items': vocab.items.to_list(), 'counts': vocab.counts.tolist()}, folder/'vocab.json')
     return folder
 
-def load_checkpoint(folder:str|Path, device='cpu')->tuple[SeqRecModel, ItemVocab]:
-    "The model and vocabulary written by `save_checkpoint`"
+def load_seqrec_model(folder:str|Path, device='cpu')->tuple[SeqRecModel, ItemVocab]:
+    "The model and vocabulary written by `save_seqrec_model`"
     from safetensors.torch import load_file
     from recsys_nb.core import load_json
     folder = Path(folder); cfg, voc = load_json(folder/'config.json'), load_json(folder/'vocab.json')

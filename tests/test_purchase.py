@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 from recsys_nb.data import make_synthetic, load_movielens
 from recsys_nb.runner import run_task
+from recsys_nb.registry import load_registry
 from recsys_nb.purchase import (read_pairs, read_items, load_purchase_dir, movielens_purchase_dir, feature_space, local_features,
                                 split_fold, stratified_folds, run_purchase, SCALARS, spark_session, to_spark, spark_feature_space,
                                 spark_features, spark_to_numpy)
@@ -124,9 +125,10 @@ def test_engine_parity(ml100k):
 @pytest.mark.parametrize('engine', ['local', 'spark'])
 def test_pipeline_notebook(tmp_path, engine):
     "The pipeline notebook through the runner (papermill), one fold per engine, on tiny synthetic data"
-    extra = ({'cv_folds': 0} if engine == 'local' else
+    extra = ({} if engine == 'local' else
              {'cv_folds': 2, 'n_trees': 5, 'spark_master': 'local[2]', 'grid_max_depth': [2, 3], 'grid_min_instances': [3], 'grid_max_bins': [32]})
-    res = run_task('purchase', folds=[1], params={'engine': engine, 'dataset': 'synthetic', 'synthetic_size': 60, 'top_items': 50, **extra}, out=tmp_path)
+    tiny = load_registry()['purchase']['tiny']   # the test preset of nbs/tasks/tasks.yaml
+    res = run_task('purchase', folds=[1], params={**tiny, 'engine': engine, **extra}, out=tmp_path)
     assert res.ok, res.errors
     m, out = res.metrics[1], res.folds[0].out_dir
     name = 'lightgbm_gbt' if engine == 'local' else 'spark_mllib_gbt'

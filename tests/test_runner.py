@@ -4,18 +4,19 @@ from pathlib import Path
 import pytest
 from recsys_nb.runner import run_task
 from recsys_nb.cli import main
-from recsys_nb.registry import task_params
+from recsys_nb.registry import task_params, load_registry
 from recsys_nb.results import summarize, resolve_run_dir
 from recsys_nb.core import load_json
 
 def test_two_folds(out):
-    res = run_task('smoke', folds=[0, 1], params={'n': 60}, out=out)
+    tiny = load_registry()['smoke']['tiny']   # the test preset of nbs/tasks/tasks.yaml
+    res = run_task('smoke', folds=[0, 1], params=tiny, out=out)
     assert res.ok, res.errors
     assert sorted(res.metrics) == [0, 1]
     for f in (0, 1):
         d = res.run_dir/f'fold_{f}'
         assert (d/'smoke.ipynb').exists() and (d/'predictions.png').exists()
-        assert load_json(d/'params.json') == {'n': 60, 'fold': f, 'out_dir': str(d.resolve())}
+        assert load_json(d/'params.json') == {**tiny, 'fold': f, 'out_dir': str(d.resolve())}
         m = load_json(d/'metrics.json')['models']
         assert m['noisy_model']['mae'] < m['mean_baseline']['mae']   # noise 0.5 beats predicting the mean of N(0,1)
     # the two folds evaluate different rows, so their metrics differ

@@ -6,7 +6,7 @@ from recsys_nb.core import load_json
 from recsys_nb.data import make_synthetic, load_movielens
 from recsys_nb.runner import run_task
 from recsys_nb.registry import load_registry
-from recsys_nb.seqrec import (HH_FILES, scan_hh, prepare_hh, movielens_to_hh, load_checkpoint, recommend, explode_sessions)
+from recsys_nb.seqrec import (HH_FILES, scan_hh, prepare_hh, movielens_to_hh, load_seqrec_model, recommend, explode_sessions)
 
 TINY = load_registry()['seqrec']['tiny']   # the test preset of nbs/tasks/tasks.yaml
 METRICS = {'recall@10', 'ndcg@10', 'recall@100', 'ndcg@100', 'mrr@100', 'hr@10'}
@@ -32,7 +32,7 @@ def test_synthetic_hh_two_folds(out, tmp_path):
     n_items = m0['data']['n_items']
     assert set(sub['vacancy_id'].list.len().to_list()) == {min(100, n_items)}
     assert sub['vacancy_id'].list.n_unique().min() == min(100, n_items)      # no vacancy twice in a list
-    model, vocab = load_checkpoint(d/'checkpoint_sasrec')
+    model, vocab = load_seqrec_model(d/'checkpoint_sasrec')
     assert vocab.n_items == n_items and model.causal
 
 def test_movielens_leave_one_out(out):
