@@ -672,9 +672,13 @@ def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
     return history
 
 # %% ../nbs/20_cmn.ipynb #46d796ee
-def make_optimizer(model:nn.Module, lr:float=1e-3, alpha:float=0.9, momentum:float=0.9)->torch.optim.Optimizer:
-    "RMSProp with momentum for CMN, Adam for GMF"
-    if isinstance(model, CMN): return torch.optim.RMSprop(model.parameters(), lr=lr, alpha=alpha, momentum=momentum)
+def make_optimizer(model:nn.Module, lr:float=1e-3, alpha:float=0.9, momentum:float=0.9,
+                   optimizer:str='rmsprop' # CMN's optimiser: 'rmsprop' (the seed's, with `alpha`, `momentum`) or 'adam'
+                  )->torch.optim.Optimizer:
+    "RMSProp with momentum (or Adam) for CMN, Adam for GMF"
+    if optimizer not in ('rmsprop', 'adam'): raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {optimizer!r}")
+    if isinstance(model, CMN) and optimizer == 'rmsprop':
+        return torch.optim.RMSprop(model.parameters(), lr=lr, alpha=alpha, momentum=momentum)
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 def pretrain_gmf(inter:Interactions, # training index on the run's device

@@ -6,7 +6,7 @@ from recsys_nb.data import make_synthetic
 from recsys_nb.cmn import (CMN, Candidates, CMNData, Interactions, bpr_loss, epoch_batches, fit, leave_one_out,
                            load_cmn_npz, make_optimizer, segment_softmax, memory_scores, memory_read, sample_untouched,
                            save_cmn_npz, split_validation, last_checkpoint, pretrain_gmf, cmn_from_gmf, best_epoch,
-                           score_fn, ranking_report, train_step)
+                           score_fn, ranking_report, train_step, GMF)
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'tasks'/'cmn.ipynb'
@@ -241,3 +241,12 @@ def test_runner(syn, tmp_path):
     res = run_task('cmn', folds=[0], params=dict(data_dir=str(syn.parent), npz_file='cmn.npz', trust_pickle=True, pretrain_epochs=1,
                                                  epochs=1, embed_size=8, max_neighbors=8, val_users=10, show_progress=False, num_threads=1), out=str(tmp_path/'x'))
     assert 'cmn' in res.metrics[0]['models']
+
+
+def test_make_optimizer_choice(syn):
+    d = load_cmn_npz(syn, trust_pickle=True)
+    c = cmn_from_gmf(GMF(d.n_users, d.n_items, 8))
+    assert isinstance(make_optimizer(c, 1e-3), torch.optim.RMSprop)            # the seed's
+    assert isinstance(make_optimizer(c, 1e-3, optimizer='adam'), torch.optim.Adam)
+    assert isinstance(make_optimizer(GMF(d.n_users, d.n_items, 8), 1e-3), torch.optim.Adam)
+    with pytest.raises(ValueError, match="optimizer must be 'rmsprop' or 'adam'"): make_optimizer(c, optimizer='sgd')
