@@ -3,6 +3,7 @@ import json, math, os, importlib.util
 from pathlib import Path
 import numpy as np, pytest, torch
 from recsys_nb.data import make_synthetic
+from recsys_nb.registry import load_registry
 from recsys_nb.cmn import (CMN, Candidates, CMNData, Interactions, bpr_loss, epoch_batches, fit, leave_one_out,
                            load_cmn_npz, make_optimizer, segment_softmax, memory_scores, memory_read, sample_untouched,
                            save_cmn_npz, split_validation, last_checkpoint, pretrain_gmf, cmn_from_gmf, best_epoch,
@@ -201,8 +202,7 @@ def test_fold_changes_validation(syn):
 def _papermill(out, **params):
     import papermill as pm
     base = dict(data_dir=str(params.pop('data_dir')), npz_file='cmn.npz', trust_pickle=True, out_dir=str(out), device='cpu',
-                pretrain_epochs=1, epochs=1, batch_size=256, embed_size=16, max_neighbors=16, val_users=20,
-                show_progress=False, num_threads=1)
+                **load_registry()['cmn']['tiny'])   # the test preset of nbs/tasks/tasks.yaml
     base.update(params)
     out.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(NB), str(out/'cmn.ipynb'), parameters=base, kernel_name='python3', progress_bar=False, cwd=str(ROOT))
