@@ -10,7 +10,7 @@ Every model ranks the same candidates (leave-one-out, 1 positive + 100 sampled n
 
 Results are merged into benchmarks/results/cmn_quality_cpu.json (per fold, then means over the folds present).
 """
-import argparse, ast, json, os, platform, sys, time, datetime as dt
+import argparse, ast, json, os, platform, shlex, sys, time, datetime as dt
 from pathlib import Path
 import numpy as np, torch
 from recsys_nb.core import seed_everything, get_device, save_json, load_json, Timer, set_threads
@@ -191,7 +191,7 @@ def main():
                 '(same candidates for every model), ties count against the positive; validation: the latest training pair '
                 'of <= 500 users of the fold', 'recipe': R})
     ds = res.setdefault(a.dataset, {})
-    cmd = 'python ' + ' '.join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
+    cmd = 'python ' + shlex.join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
     if a.ablation:
         ds['ablation'] = {**ablation(a.dataset, R, a.only), 'command': cmd}; save_json(res, out)
         if a.select_lr and ds['ablation']['selected_learning_rate'] != R['learning_rate']:
