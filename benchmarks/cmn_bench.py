@@ -10,13 +10,13 @@ Every model ranks the same candidates (leave-one-out, 1 positive + 100 sampled n
 
 Results are merged into benchmarks/results/cmn_quality_cpu.json (per fold, then means over the folds present).
 """
-import argparse, ast, json, os, platform, shlex, sys, time, datetime as dt
+import argparse, ast, json, os, shlex, sys, datetime as dt
 from pathlib import Path
 import numpy as np, torch
-from recsys_nb.core import seed_everything, get_device, save_json, load_json, Timer, set_threads
+from recsys_nb.core import seed_everything, save_json, load_json, Timer, set_threads, machine_info
 from recsys_nb.data import load_movielens
 from recsys_nb.metrics import sampled_ranking_report
-from recsys_nb.cmn import (evaluate, Interactions, leave_one_out, split_validation, pretrain_gmf, cmn_from_gmf, make_optimizer, fit,
+from recsys_nb.cmn import (candidate_scores, Interactions, leave_one_out, split_validation, pretrain_gmf, cmn_from_gmf, make_optimizer, fit,
                            score_fn, ranking_report, itemknn_fn, popularity_fn, best_epoch)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +33,7 @@ def recipe(nb=ROOT/'nbs'/'tasks'/'cmn.ipynb')->dict:
     return {n.target.id: ast.literal_eval(n.value) for n in ast.parse(src).body if isinstance(n, ast.AnnAssign)}
 
 
-def machine()->dict:
-    return {'device': 'cpu', 'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(),
-            'torch_threads': torch.get_num_threads(), 'torch': torch.__version__, 'load_avg_start': os.getloadavg()}
+def machine()->dict: return machine_info('cpu')   # the shared helper: device, threads, load average at the start
 
 
 def prepare(dataset, fold, R):
@@ -48,7 +46,7 @@ def prepare(dataset, fold, R):
 def train_gmf(inter, val, R, fold):
     with Timer() as t:
         gmf, h = pretrain_gmf(inter, R['embed_size'], R['pretrain_epochs'], R['pretrain_lr'], R['pretrain_neg'], R['pretrain_batch'],
-                              seed=R['seed'] + fold, val=val, patience=R['patience'], log=None, show_progress=False)
+                              seed=R['seed'] + fold, val=val, patience=R['patience'], verbose=False)
     return gmf, h, t.seconds
 
 
@@ -59,7 +57,7 @@ def train_cmn(gmf, inter, val, R, fold, **over):
     opt = make_optimizer(model, R['learning_rate'], R['rms_decay'], R['momentum'], R['optimizer'])
     with Timer() as t:
         h = fit(model, inter, opt, R['epochs'], R['neg_count'], R['batch_size'], R['max_neighbors'], R['l2_lambda'], R['grad_clip'],
-                val, R['patience'], R['eval_neighbors'], R['exclude_user'], seed=R['seed'] + fold, log=None, show_progress=False)
+                val, R['patience'], R['eval_neighbors'], R['exclude_user'], seed=R['seed'] + fold, verbose=False)
     return model, h, t.seconds
 
 
@@ -81,7 +79,7 @@ def run_fold(dataset, fold, R):
     report('cmn', score_fn(cmn, inter, R['eval_neighbors']), gs + cs,
            {'epochs_run': len(ch), 'best_epoch': best_epoch(ch), 'epoch_seconds': [h['seconds'] for h in ch],
             'val_hr@10': [h['val_hr@10'] for h in ch], 'minutes_cmn_only': cs / 60, 'minutes_include': 'GMF pretraining + CMN + test scoring'})
-    res['machine']['load_avg_end'] = os.getloadavg()
+    res['machine']['load_average_end'] = list(os.getloadavg())
     return res
 
 
@@ -118,7 +116,7 @@ def complement(gmf, inter, val, test, R):
         a = np.concatenate([p[:, None], n], 1); return (a - a.mean(1, keepdims=True)) / (a.std(1, keepdims=True) + 1e-9)
     out = {}
     for part, c in (('val', val), ('test', test)):
-        S = {name: z(*evaluate(f, c)) for name, f in (('gmf', score_fn(gmf)), ('itemknn', itemknn_fn(inter, R['knn_k'], R['knn_shrink'])),
+        S = {name: z(*candidate_scores(f, c)) for name, f in (('gmf', score_fn(gmf)), ('itemknn', itemknn_fn(inter, R['knn_k'], R['knn_shrink'])),
                                                      ('userknn', userknn_fn(inter)))}
         hr = lambda a: sampled_ranking_report(a[:, 0], a[:, 1:])['hr@10']
         out[part] = {'gmf': hr(S['gmf']), 'itemknn': hr(S['itemknn']), 'userknn': hr(S['userknn']),

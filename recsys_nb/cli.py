@@ -163,7 +163,7 @@ def build_parser()->argparse.ArgumentParser:
     r.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='parameter value (repeatable)')
     r.add_argument('-f', '--file', help='YAML file of parameters (-p wins)')
     r.add_argument('--device', choices=['auto', 'cpu', 'cuda', 'mps'])
-    r.add_argument('--nproc', type=int, help='data-parallel training processes per fold (the nproc parameter of seqrec, ner): '
+    r.add_argument('--nproc', type=int, help='data-parallel training processes per fold (the nproc parameter of cmn, seqrec, ner): '
                    'gloo on CPU, nccl with --device cuda (one GPU each)')
     r.add_argument('--out', default='outputs'); r.add_argument('--jobs', type=int, default=1)
     r.add_argument('--fail-fast', action='store_true'); r.add_argument('--log-output', action='store_true')

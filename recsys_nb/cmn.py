@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cmn.ipynb #ee3f2ad2
 from __future__ import annotations
-import re, json, math, warnings
+import json, math, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -15,16 +15,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import seed_everything, get_device, atomic_write, atomic_path, autocast, progress, Timer, warn_data
+from .core import seed_everything, get_device, atomic_write, atomic_path, autocast, Timer, warn_data, EpochCheckpoint
+from .train import (Stepper, EarlyStopping, batch_progress, log_epoch, is_main, world_size, shard, ddp,
+                             global_sum, train_device)
 from .data import register_synthetic, assign_folds
 from .metrics import sampled_ranking_report
 
 # %% auto #0
 __all__ = ['Candidates', 'CMNData', 'load_cmn_npz', 'save_cmn_npz', 'synthetic_cmn', 'sample_untouched', 'leave_one_out',
            'split_validation', 'Interactions', 'Hood', 'epoch_batches', 'bpr_loss', 'GMF', 'memory_scores',
-           'segment_softmax', 'memory_read', 'CMN', 'score_fn', 'train_step', 'evaluate', 'ranking_report',
-           'eval_table', 'seed_log', 'save_checkpoint', 'load_checkpoint', 'best_epoch', 'fit', 'make_optimizer',
-           'pretrain_gmf', 'cmn_from_gmf', 'popularity_fn', 'itemknn_fn', 'plot_history', 'plot_at_k']
+           'segment_softmax', 'memory_read', 'CMN', 'score_fn', 'batch_loss', 'candidate_scores', 'ranking_report',
+           'eval_table', 'seed_log', 'save_cmn_weights', 'load_cmn_weights', 'best_epoch', 'fit', 'make_optimizer',
+           'pretrain_gmf', 'cmn_from_gmf', 'run_cmn', 'popularity_fn', 'itemknn_fn', 'plot_cmn_history', 'plot_at_k']
 
 # %% ../nbs/20_cmn.ipynb #31519914
 @dataclass
@@ -508,28 +510,25 @@ def score_fn(model:nn.Module, # a `CMN` or `GMF`
             return model(users, items).float()
     return f
 
-def train_step(model:nn.Module, opt, users:torch.Tensor, pos:torch.Tensor, neg:torch.Tensor, # a batch of `epoch_batches`
+def batch_loss(model:nn.Module, # `CMN` or `GMF` (or either wrapped in DistributedDataParallel)
+               users:torch.Tensor, pos:torch.Tensor, neg:torch.Tensor, # a batch of `epoch_batches` (or a process's share)
                inter:Interactions|None=None, # training index (CMN neighbourhoods)
                max_neighbors:int=0, item_users:torch.Tensor|None=None, # cap and (shuffled) CSR of this epoch
-               l2:float=0.0, grad_clip:float=0.0, precision='auto',
+               l2:float=0.0, # L2 on the CMN weights of `l2_weights()`
                exclude_user:bool=True # leave the user out of its items' neighbourhoods (False: the seed's leak)
               )->torch.Tensor:
-    "One BPR step; returns the loss (a 0-d tensor)"
+    "BPR loss of one batch (a 0-d tensor; run it inside the autocast of `Stepper`)"
     B, K = neg.shape
+    net = getattr(model, 'module', model)   # the CMN / GMF itself
     pu, pi = torch.cat([users, users.repeat_interleave(K)]), torch.cat([pos, neg.reshape(-1)])
-    is_cmn = isinstance(model, CMN)
-    with autocast(users.device, precision):
-        s = model(pu, pi, inter.neighborhoods(pi, pu, max_neighbors, item_users, exclude_user)) if is_cmn else model(pu, pi)
-        loss = bpr_loss(s[:B].float(), s[B:].float().view(B, K))
-        if l2 and is_cmn: loss = loss + l2 * 0.5 * sum(w.float().pow(2).sum() for w in model.l2_weights())
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip: nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
-    return loss.detach()
+    is_cmn = isinstance(net, CMN)
+    s = model(pu, pi, inter.neighborhoods(pi, pu, max_neighbors, item_users, exclude_user)) if is_cmn else model(pu, pi)
+    loss = bpr_loss(s[:B].float(), s[B:].float().view(B, K))
+    if l2 and is_cmn: loss = loss + l2 * 0.5 * sum(w.float().pow(2).sum() for w in net.l2_weights())
+    return loss
 
 # %% ../nbs/20_cmn.ipynb #150bbfe6
-def evaluate(f:Callable, # `f(users, items) -> scores` (see `score_fn`)
+def candidate_scores(f:Callable, # `f(users, items) -> scores` (see `score_fn`)
              cands:Candidates, # users with their positive and negatives
              device='cpu',
              batch_users:int=256 # users scored per call
@@ -547,7 +546,7 @@ def evaluate(f:Callable, # `f(users, items) -> scores` (see `score_fn`)
 
 def ranking_report(f:Callable, cands:Candidates, device='cpu', ks=range(1, 11), batch_users:int=256)->dict:
     "HR@k and NDCG@k of `f` on `cands` (ties count against the positive)"
-    return sampled_ranking_report(*evaluate(f, cands, device, batch_users), ks=ks)
+    return sampled_ranking_report(*candidate_scores(f, cands, device, batch_users), ks=ks)
 
 # %% ../nbs/20_cmn.ipynb #ec722e24
 def eval_table(report:dict, ks=(1, 5, 10))->str:
@@ -560,65 +559,36 @@ def seed_log(report:dict, ks=range(1, 11))->str:
     return f"metric,{','.join(map(str, ks))}\nndcg,{row('ndcg')}\nhr,{row('hr')}"
 
 # %% ../nbs/20_cmn.ipynb #50cb3c1b
-_CKPT = re.compile(r'^(?P<kind>\w+)_epoch(?P<e>\d+)\.safetensors$')
-
-def _opt_tensors(opt)->dict:
-    out = {}
-    for pid, st in opt.state_dict()['state'].items():
-        for k, v in st.items(): out[f'opt.{pid}.{k}'] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    return out
-
-def _load_opt(opt, tensors:dict, device):
-    sd = opt.state_dict(); state = {}
-    for k, v in tensors.items():
-        if not k.startswith('opt.'): continue
-        _, pid, name = k.split('.', 2)
-        state.setdefault(int(pid), {})[name] = v if name == 'step' else v.to(device)
-    sd['state'] = state; opt.load_state_dict(sd)
-
-def last_checkpoint(ckpt_dir:str|Path, kind:str)->tuple[int, Path|None]:
-    "The highest epoch with a `<kind>_epoch<N>.safetensors` in `ckpt_dir` (0, None when there is none)"
-    found = [(int(m['e']), p) for p in Path(ckpt_dir).glob(f'{kind}_epoch*.safetensors') if (m := _CKPT.match(p.name)) and m['kind'] == kind]
-    return max(found, default=(0, None))
-
-# %% ../nbs/20_cmn.ipynb #098e1b20
-def save_checkpoint(path:str|Path, model:nn.Module, opt=None, gen:torch.Generator|None=None, meta:dict|None=None)->Path:
-    "Model weights, optimiser state and generator state in one safetensors file (atomic); `meta` as JSON metadata"
+def save_cmn_weights(path:str|Path, model:nn.Module, meta:dict|None=None)->Path:
+    "The weights of a GMF or CMN in one safetensors file (atomic), `meta` as JSON metadata (e.g. `gmf.safetensors`)"
     t = {f'model.{k}': v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    if opt is not None: t.update(_opt_tensors(opt))
-    if gen is not None: t['rng'] = gen.get_state().clone()
     with atomic_path(path) as tmp: save_file(t, str(tmp), metadata={'meta': json.dumps(meta or {})})
     return Path(path)
 
-def load_checkpoint(path:str|Path, model:nn.Module, opt=None, gen:torch.Generator|None=None)->dict:
-    "Restore what `save_checkpoint` wrote; returns its `meta`"
+def load_cmn_weights(path:str|Path, model:nn.Module)->dict:
+    "Load what `save_cmn_weights` wrote into `model`; returns its `meta`"
     with safe_open(str(path), framework='pt') as f:
-        t = {k: f.get_tensor(k) for k in f.keys()}; meta = json.loads(f.metadata().get('meta', '{}'))
-    dev = next(model.parameters()).device
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith('model.')})
-    if opt is not None: _load_opt(opt, t, dev)
-    if gen is not None and 'rng' in t: gen.set_state(t['rng'])
+        t = {k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith('model.')}; meta = json.loads(f.metadata().get('meta', '{}'))
+    model.load_state_dict(t)
     return meta
 
 # %% ../nbs/20_cmn.ipynb #28aaca7f
-def _since_best(history:list[dict])->tuple[int, int]:
-    "(index of the best validation HR@10 in `history`, epochs after it); (-1, 0) without validation"
-    hr = [h.get('val_hr@10') for h in history]
-    if not hr or hr[0] is None: return -1, 0
-    b = int(np.argmax(hr))                     # the first of equal values
-    return b, len(hr) - 1 - b
-
 def best_epoch(history:list[dict])->int|None:
-    "The epoch whose weights `fit` keeps (best validation HR@10); None without validation"
-    b = _since_best(history)[0]
-    return history[b]['epoch'] if b >= 0 else None
+    "The epoch whose weights `fit` keeps (the first best validation HR@10); None without validation"
+    hr = [h.get('val_hr@10') for h in history]
+    if not hr or hr[0] is None: return None
+    return history[int(np.argmax(hr))]['epoch']
+
+def _same_on_all(x:float, device)->float:
+    "Rank 0's value of `x` on every process (one early-stopping decision for all)"
+    return global_sum(x if is_main() else 0.0, device=device)[0] if world_size() > 1 else x
 
 def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
         inter:Interactions, # training index on the same device
         opt:torch.optim.Optimizer, # optimiser over `model.parameters()`
         epochs:int=20, # at most this many epochs
         neg_count:int=4, # negatives per positive
-        batch_size:int=1024, # positives per batch
+        batch_size:int=1024, # positives per (global) batch
         max_neighbors:int=0, # CMN neighbourhood cap in training (0: none)
         l2:float=0.0, grad_clip:float=0.0,
         val:Candidates|None=None, # validation lists scored after every epoch (the best epoch is kept)
@@ -626,48 +596,46 @@ def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
         eval_neighbors:int|None=None, # neighbourhood cap at validation (None: `max_neighbors`)
         exclude_user:bool=True, # leave the user out of its items' neighbourhoods
         seed:int=0, # seed of the epoch generator
-        ckpt_dir:str|Path|None=None, # write `<kind>_epoch<N>.safetensors` (and `<kind>_best`) here
-        kind:str='cmn', # checkpoint name prefix
-        resume:bool=False, # continue after the last checkpoint in `ckpt_dir`
-        precision:str='auto', log:Callable|None=print, show_progress:bool=True)->list[dict]:
-    "Train with BPR, restore the best validation epoch; returns one dict per epoch (loss, seconds, validation hr/ndcg@k)"
+        ckpt_dir:str|Path|None=None, # training state after every epoch, and the kept epoch's weights (None: off)
+        resume:bool=False, # continue after the checkpoint in `ckpt_dir`
+        precision:str='auto', verbose:bool=True, desc:str='cmn')->list[dict]:
+    "Train with BPR on the training core, restore the best validation epoch; one dict per epoch (loss, seconds, validation hr/ndcg@k, best)"
     dev, is_cmn = inter.device, isinstance(model, CMN)
     gen = torch.Generator(dev).manual_seed(int(seed))
     eval_neighbors = max_neighbors if eval_neighbors is None else eval_neighbors
-    history, start, best = [], 0, None
-    if resume and ckpt_dir is not None:
-        start, p = last_checkpoint(ckpt_dir, kind)
-        if p is not None:
-            history = load_checkpoint(p, model, opt, gen).get('history', [])
-            if log: log(f'Resumed from {p.name} (epoch {start})')
-        if (Path(ckpt_dir)/f'{kind}_best.safetensors').exists():
-            with safe_open(str(Path(ckpt_dir)/f'{kind}_best.safetensors'), framework='pt') as f:
-                best = {k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith('model.')}
+    has_val = val is not None and len(val) > 0
+    history, start, stop, ck = [], 0, EarlyStopping(patience if has_val else 0), EpochCheckpoint(ckpt_dir)
+    if resume and (st := ck.load(model, opt, None, {'epochs': gen})) is not None:
+        start, history = st['epoch'] + 1, st['history']
+        stop.load_state_dict(st['best'], ck.load_best())
+        if verbose and is_main(): print(f'{desc}: resumed from {ckpt_dir} after epoch {st["epoch"]}')
+    stepper = Stepper(ddp(model, dev), opt, None, dev, precision, grad_clip)
+    n_batches = math.ceil(len(inter) / batch_size)
     for ep in range(start, epochs):
-        if patience and val is not None and _since_best(history)[1] >= patience: break
-        model.train(); total, nb = torch.zeros((), device=dev), 0
+        if stop.stop: break
+        model.train(); losses = []
         with Timer(dev) as tm:
-            it = epoch_batches(inter, neg_count, batch_size, gen)
+            it = epoch_batches(inter, neg_count, batch_size, gen)   # the same global batches in every process
             iu = inter.shuffled_item_users(gen) if is_cmn and max_neighbors else None
-            for bu, bp, bn in progress(it, total=math.ceil(len(inter) / batch_size), disable=not show_progress, leave=False, desc=f'{kind} epoch {ep}'):
-                total += train_step(model, opt, bu, bp, bn, inter, max_neighbors, iu, l2, grad_clip, precision, exclude_user); nb += 1
-        rec = {'epoch': ep, 'loss': float(total) / max(nb, 1), 'seconds': tm.seconds}
-        if log: log('Epoch {}: Avg Loss/Batch {:<20,.6f}'.format(ep, rec['loss']))
-        if val is not None and len(val):
+            for bu, bp, bn in batch_progress(it, f'{desc} epoch {ep}', verbose, total=n_batches):
+                if len(bu) < world_size(): continue      # too small to share: skipped by every process
+                bu, bp, bn = shard(bu), shard(bp), shard(bn)
+                with stepper.autocast(): loss = batch_loss(stepper.model, bu, bp, bn, inter, max_neighbors, iu, l2, exclude_user)
+                losses.append(stepper.backward(loss, len(bu))[0])
+        rec = {'epoch': ep, 'loss': float(np.mean(losses)) if losses else float('nan'), 'seconds': tm.seconds}
+        if has_val:
             model.eval()
             rep = ranking_report(score_fn(model, inter, eval_neighbors, precision), val, dev)
             rec.update({f'val_{k}': v for k, v in rep.items()})
-            if log: log(eval_table(rep))
+            stop.update(_same_on_all(rec['val_hr@10'], dev), ep, model)
+        log_epoch({k: v for k, v in rec.items() if k in ('epoch', 'loss', 'val_hr@10', 'val_ndcg@10', 'seconds')}, verbose)
         history.append(rec)
-        if _since_best(history) == (len(history) - 1, 0):
-            best = {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
-            if ckpt_dir is not None: save_checkpoint(Path(ckpt_dir)/f'{kind}_best.safetensors', model, meta={'epoch': ep})
-        if ckpt_dir is not None:
-            save_checkpoint(Path(ckpt_dir)/f'{kind}_epoch{ep + 1}.safetensors', model, opt, gen, {'epoch': ep + 1, 'history': history})
-    b = _since_best(history)[0]
-    if best is not None and b >= 0:
-        model.load_state_dict(best)
-        if log: log(f'Best validation epoch {history[b]["epoch"]} restored (HR@10 {history[b]["val_hr@10"]:.4f})')
+        ck.save(model, opt, None, {'epoch': ep, 'history': history, 'best': stop.state_dict()}, {'epochs': gen},
+                best={'epoch': stop.epoch, 'tensors': stop.state})
+    if stop.epoch is not None and history and stop.epoch != history[-1]['epoch']:
+        stop.restore(model)
+        if verbose and is_main(): print(f'{desc}: best validation epoch {stop.epoch} restored (HR@10 {stop.value:.4f})')
+    for h in history: h['best'] = h['epoch'] == stop.epoch
     model.eval()
     return history
 
@@ -686,17 +654,17 @@ def pretrain_gmf(inter:Interactions, # training index on the run's device
                  seed:int=0, path:str|Path|None=None, # write the embeddings here (safetensors: user, item, h)
                  resume:bool=False, # load `path` instead of training when it exists
                  val:Candidates|None=None, # validation users: early stopping, best epoch restored
-                 patience:int=3, log:Callable|None=print, show_progress:bool=True)->tuple[GMF, list[dict]]:
+                 patience:int=3, verbose:bool=True, precision:str='auto')->tuple[GMF, list[dict]]:
     "Train GMF with BPR (the authors' pretraining); returns the model and its history"
     torch.manual_seed(seed)
     gmf = GMF(inter.n_users, inter.n_items, dim).to(inter.device)
     if resume and path is not None and Path(path).exists():
-        load_checkpoint(path, gmf)
-        if log: log(f'GMF embeddings loaded from {path}')
+        load_cmn_weights(path, gmf)
+        if verbose and is_main(): print(f'GMF embeddings loaded from {path}')
         return gmf, []
     hist = fit(gmf, inter, make_optimizer(gmf, lr), epochs, neg_count, batch_size, val=val, patience=patience, seed=seed,
-               kind='gmf', log=log, show_progress=show_progress)
-    if path is not None: save_checkpoint(path, gmf, meta={'history': hist, 'dim': dim})
+               precision=precision, verbose=verbose, desc='gmf')
+    if path is not None and is_main(): save_cmn_weights(path, gmf, meta={'history': hist, 'dim': dim})
     return gmf, hist
 
 def cmn_from_gmf(gmf:GMF, hops:int=2,
@@ -711,6 +679,35 @@ def cmn_from_gmf(gmf:GMF, hops:int=2,
     m = CMN(u.shape[0], i.shape[0], u.shape[1], hops, u, i, u if output_memory == 'gmf' else None, g)
     if gmf_term: nn.init.zeros_(m.out.weight)      # the memory branch starts at zero: CMN = GMF before training
     return m.to(gmf.h.weight.device)
+
+# %% ../nbs/20_cmn.ipynb #5ed525cd
+def run_cmn(train:np.ndarray, # [n, 2] training (user, item) pairs
+            n_users:int, n_items:int,
+            val:Candidates|None=None, # validation users (early stopping for both models)
+            device='auto', seed:int=0, precision:str='auto',
+            gmf_kw:dict|None=None, # `pretrain_gmf` keywords: dim, epochs, lr, neg_count, batch_size, patience
+            cmn_kw:dict|None=None, # `cmn_from_gmf` keywords: hops, scale, gmf_term, output_memory
+            opt_kw:dict|None=None, # `make_optimizer` keywords: lr, alpha, momentum, optimizer
+            fit_kw:dict|None=None, # `fit` keywords: epochs, neg_count, batch_size, max_neighbors, l2, grad_clip, patience, ...
+            gmf_path:str|Path|None=None, # GMF embeddings written here (reused with `resume`)
+            ckpt_dir:str|Path|None=None, # CMN's per-epoch training state
+            resume:bool=False, verbose:bool=True)->dict:
+    """GMF pretraining then CMN from its embeddings, on this process or as one of several (`train.launch(run_cmn, nproc,
+    ...)`): the trained `gmf` and `cmn` (on the CPU), their histories and training seconds"""
+    dev = train_device(device)
+    inter = Interactions(train, n_users, n_items, dev)
+    gk = dict(gmf_kw or {})
+    with Timer(dev) as t_gmf:
+        gmf, gmf_hist = pretrain_gmf(inter, seed=seed, path=gmf_path, resume=resume, val=val, verbose=verbose,
+                                     precision=precision, **gk)
+    torch.manual_seed(seed)
+    model = cmn_from_gmf(gmf, **(cmn_kw or {}))
+    opt = make_optimizer(model, **(opt_kw or {}))
+    with Timer(dev) as t_cmn:
+        hist = fit(model, inter, opt, val=val, seed=seed, ckpt_dir=ckpt_dir, resume=resume, precision=precision,
+                   verbose=verbose, **(fit_kw or {}))
+    return {'gmf': gmf.cpu(), 'cmn': model.cpu(), 'gmf_history': gmf_hist, 'history': hist,
+            'seconds': {'gmf': t_gmf.seconds, 'cmn': t_cmn.seconds}, 'device': str(dev), 'nproc': world_size()}
 
 # %% ../nbs/20_cmn.ipynb #e7e9076e
 def popularity_fn(inter:Interactions)->Callable:
@@ -743,7 +740,7 @@ def itemknn_fn(inter:Interactions, # training index
     return lambda users, items: R[users, items]
 
 # %% ../nbs/20_cmn.ipynb #3589234a
-def plot_history(history:list[dict], path:str|Path|None=None, title:str='CMN'):
+def plot_cmn_history(history:list[dict], path:str|Path|None=None, title:str='CMN'):
     "Loss and validation HR@10/NDCG@10 per epoch (saved as PNG when `path` is given)"
     import matplotlib; import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))

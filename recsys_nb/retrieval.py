@@ -19,9 +19,9 @@ __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documen
            'cranfield_to_competition', 'load_retrieval_data', 'sample_documents', 'query_folds', 'doc_texts',
            'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'resolve_precision', 'encode',
            'standardize', 'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents',
-           'info_nce', 'finetune', 'bm25_search', 'to_predictions', 'evaluate', 'write_submission', 'fuse_runs',
-           'tune_fusion_weight', 'layer_range', 'HiddenStates', 'lower_states', 'upper_encode', 'encode_states',
-           'finetune_retriever', 'title_pairs', 'score_samples', 'per_query']
+           'info_nce', 'finetune', 'bm25_search', 'to_predictions', 'evaluate_run', 'write_retrieval_submission',
+           'fuse_runs', 'tune_fusion_weight', 'layer_range', 'HiddenStates', 'lower_states', 'upper_encode',
+           'encode_states', 'finetune_retriever', 'title_pairs', 'score_samples', 'per_query']
 
 # %% ../nbs/10_retrieval.ipynb #a61618e7
 def _line_at(text:str, pos:int)->int: return text.count('\n', 0, pos) + 1
@@ -613,7 +613,7 @@ def to_predictions(query_ids, # [n_q] ids of the searched queries
     return pl.DataFrame([q.gather(np.repeat(np.arange(n), k)), d.gather(indices.ravel()),
                          pl.Series('score', scores.ravel().astype(np.float64))])
 
-def evaluate(preds:pl.DataFrame, # long predictions of the evaluated queries
+def evaluate_run(preds:pl.DataFrame, # long predictions of the evaluated queries
              qrels:pl.DataFrame, # judgements of the same queries
              ks=(10, 100) # cut-offs
             )->dict:
@@ -621,7 +621,7 @@ def evaluate(preds:pl.DataFrame, # long predictions of the evaluated queries
     from recsys_nb.metrics import retrieval_report
     return {k: float(v) for k, v in retrieval_report(preds, qrels, ks=ks).items()}
 
-def write_submission(preds:pl.DataFrame, # long predictions of the test queries
+def write_retrieval_submission(preds:pl.DataFrame, # long predictions of the test queries
                      path:str|Path # CSV to write (atomically)
                     )->Path:
     "The seed's submission: columns id (`<query_id>_<doc_id>`, the index), doc_id, query_id, score"
@@ -678,7 +678,7 @@ def tune_fusion_weight(runs:list, # [(scores, indices)] of (dense, bm25) on the 
     res = {}
     for w in grid:
         s, i = fuse_runs(runs, n_docs, 'linear', [w, 1 - w], k, norm=norm)
-        res[float(w)] = evaluate(to_predictions(query_ids, doc_ids, s, i), qrels, ks=ks)[metric]
+        res[float(w)] = evaluate_run(to_predictions(query_ids, doc_ids, s, i), qrels, ks=ks)[metric]
     best = max(res, key=lambda w: (res[w], -w))
     return best, res
 
@@ -761,7 +761,7 @@ def _ndcg_rows(q_emb, d_emb, qrels_rows:np.ndarray, standardization:str)->float:
     q = pl.DataFrame({'query_id': qrels_rows[:, 0].astype(str), 'doc_id': qrels_rows[:, 1].astype(str), 'relevance': qrels_rows[:, 2]})
     d, qq = standardize(d_emb, q_emb, standardization)
     s, i = search(qq, d, 100)
-    return evaluate(to_predictions(np.arange(len(qq)), np.arange(len(d)), s, i), q, ks=(10,))['ndcg@10']
+    return evaluate_run(to_predictions(np.arange(len(qq)), np.arange(len(d)), s, i), q, ks=(10,))['ndcg@10']
 
 def _corpus_ce(qe, dn, q_rows:np.ndarray, pos:np.ndarray, rel:np.ndarray, temperature:float):
     "Cross-entropy of each pair's document over the whole corpus `dn` [n_docs, dim]; the query's other relevant documents masked"
@@ -782,9 +782,9 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
                        val:np.ndarray, # [len(queries)] bool: validation queries (choose the epoch; not trained on)
                        epochs:int=4, lr:float=1e-4, batch_size:int=32, temperature:float=0.05,
                        freeze_layers:int=4, # frozen lower layers (cached); the layers above are trained
-                       doc_encoder:str="shared", # "shared": one encoder, documents re-encoded every epoch; "frozen": documents keep their zero-shot embeddings, only queries are trained
+                       doc_encoder:str="tied", # "tied": one encoder for both sides, documents re-encoded every epoch; "frozen": documents keep their zero-shot embeddings, only queries are trained
                        corpus_loss:float=1.0, # weight of the query-side loss against ALL documents (their embeddings from the start of the epoch; with pair_loss 0 a batch holds whole queries)
-                       pair_loss:float=1.0, # weight of the in-batch + hard-negative loss (gradient through the documents when shared)
+                       pair_loss:float=1.0, # weight of the in-batch + hard-negative loss (gradient through the documents when tied)
                        n_neg:int=1, neg_depth:int=30, # hard negatives per pair, from BM25's and the model's top neg_depth
                        query_token_max_length:int=64, doc_token_max_length:int=256, train_doc_token_max_length:int=128,
                        standardization:str="corpus", precision:str="auto", seed:int=42, warmup:float=0.1, batch_size_encode:int=64,
@@ -799,25 +799,26 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
                       )->dict:
     "Train the upper layers against hard, in-batch or all documents; keep the epoch (and WiSE-FT mix) best on `val`: a history dict (+ 'doc_embeddings')"
     import torch
+    from recsys_nb.train import Stepper, warmup_schedule, batch_progress
     F = torch.nn.functional
     t0 = time.perf_counter(); rng = np.random.default_rng(seed); torch.manual_seed(seed)
     qrels = np.asarray(qrels, dtype=np.int64); val = np.asarray(val, bool); nd, nq = len(docs), len(queries)
     n_layers = len(_layers_of(model)[1].layer)
     if not 0 <= freeze_layers < n_layers: raise ValueError(f'freeze_layers={freeze_layers}: expected 0..{n_layers - 1} for a {n_layers}-layer encoder')
-    if doc_encoder not in ('shared', 'frozen'): raise ValueError(f"doc_encoder={doc_encoder!r}: expected 'shared' or 'frozen'")
+    if doc_encoder not in ('tied', 'frozen'): raise ValueError(f"doc_encoder={doc_encoder!r}: expected 'tied' or 'frozen'")
     if corpus_loss < 0 or pair_loss < 0 or corpus_loss + pair_loss == 0: raise ValueError(f'corpus_loss={corpus_loss}, pair_loss={pair_loss}: expected weights >= 0, not both 0')
     n_x = len(extra_queries or [])
     if n_x != len(extra_docs or []): raise ValueError(f'extra_queries has {n_x} texts, extra_docs {len(extra_docs or [])}: expected one document text per pseudo-query')
-    if n_x and doc_encoder != 'shared': raise ValueError("extra pairs train both sides: they need doc_encoder='shared'")
+    if n_x and doc_encoder != 'tied': raise ValueError("extra pairs train both sides: they need doc_encoder='tied'")
     if any(not 0 < a < 1 for a in wise_alphas): raise ValueError(f'wise_alphas={tuple(wise_alphas)}: expected weights strictly between 0 and 1')
     rel = np.zeros((nq, nd), bool); r = qrels[qrels[:, 2] > 0]; rel[r[:, 0], r[:, 1]] = True
     pairs = r[~val[r[:, 0]], :2]; trq = np.flatnonzero(~val); vq = qrels[val[qrels[:, 0]]]
     if len(pairs) < 2: raise ValueError(f'fine-tuning needs at least 2 relevant (query, document) pairs outside validation, got {len(pairs)}')
     if not len(vq): raise ValueError('fine-tuning needs validation queries with judgements (val_share > 0)')
     vrow = {q: i for i, q in enumerate(np.flatnonzero(val))}; vq = np.column_stack([[vrow[q] for q in vq[:, 0]], vq[:, 1:]])
-    shared = doc_encoder == 'shared'
+    tied = doc_encoder == 'tied'
     theta0 = {k: t.detach().clone() for k, t in model.state_dict().items()} if len(wise_alphas) else None   # the zero-shot weights
-    if shared:
+    if tied:
         S_doc = lower_states(model, tokenize(tokenizer, docs, doc_token_max_length), freeze_layers, batch_size_encode, precision)
         S_dtr = lower_states(model, tokenize(tokenizer, docs, train_doc_token_max_length), freeze_layers, batch_size_encode, precision) if train_doc_token_max_length < doc_token_max_length else S_doc
     else:
@@ -834,8 +835,9 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
     if need_neg: bm[trq] = bm25_search(docs, [queries[i] for i in trq], neg_depth)[1]
     upper = [p for l in _layers_of(model)[1].layer[freeze_layers:] for p in l.parameters()]
     opt = torch.optim.AdamW(upper, lr=lr, weight_decay=0.01)
-    steps = epochs * (math.ceil(len(pairs) / batch_size) + math.ceil(n_xe / batch_size)); warm = max(1, int(warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    steps = epochs * (math.ceil(len(pairs) / batch_size) + math.ceil(n_xe / batch_size))
+    sched = warmup_schedule(opt, steps, max(1, int(warmup * steps)))     # linear warm-up, then linear decay to 0
+    stepper = Stepper(model, opt, sched, next(model.parameters()).device, precision, max_grad_norm=1.0)
     hist = {'val_ndcg@10': [], 'train_loss': [], 'epoch_seconds': [], 'n_pairs': int(len(pairs)), 'n_train_queries': int(len(trq)),
             'n_val_queries': int(val.sum()), 'n_extra_pairs_per_epoch': int(n_xe)}
     best, best_state, best_D, start = -1.0, None, None, 0
@@ -846,7 +848,7 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
         ck_best.load(model); best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
         model.load_state_dict(cur); torch.set_rng_state(trng)
     def evaluate_val():
-        D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision) if shared else D_fixed
+        D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision) if tied else D_fixed
         Q = encode_states(model, S_q, freeze_layers, batch_size_encode, precision)
         return D, Q, _ndcg_rows(Q[torch.from_numpy(np.flatnonzero(val))], D, vq, standardization)
     for ep in range(start, epochs + 1):
@@ -868,7 +870,7 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
         if n_xe:    # extra batches, shuffled in among the judged ones
             xsel = rng.choice(n_x, n_xe, replace=False)
             plan = [plan[i] if i < len(plan) else (1, (i - len(plan)) * batch_size) for i in rng.permutation(len(plan) + math.ceil(n_xe / batch_size))]
-        for kind, s in progress(plan, desc=f'fine-tune epoch {ep + 1}', leave=False):
+        for kind, s in batch_progress(plan, f'fine-tune epoch {ep + 1}'):
             if kind == 1:
                 x = xsel[s:s + batch_size]
                 if len(x) < 2: continue
@@ -888,16 +890,15 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
                         c = cand[q][(cand[q] >= 0)]; c = np.unique(c[~rel[q, c]])
                         neg.append(rng.choice(c, n_neg, replace=len(c) < n_neg) if len(c) else rng.integers(0, nd, n_neg))
                     dd = np.concatenate([b[:, 1]] + neg)
-                    de = F.normalize(upper_encode(model, S_dtr, dd, freeze_layers, precision, grad=True).float() / sd, dim=1) if shared else dn[torch.from_numpy(dd)]
+                    de = F.normalize(upper_encode(model, S_dtr, dd, freeze_layers, precision, grad=True).float() / sd, dim=1) if tied else dn[torch.from_numpy(dd)]
                     fn = torch.from_numpy(rel[b[:, 0]][:, dd]); fn[torch.arange(len(b)), torch.arange(len(b))] = False
                     loss = loss + pair_loss * F.cross_entropy((qe @ de.T / temperature).masked_fill(fn, float('-inf')), torch.arange(len(b)))
-            opt.zero_grad(set_to_none=True); loss.backward()
-            torch.nn.utils.clip_grad_norm_(upper, 1.0); opt.step(); sched.step(); tot.append(loss.item())
+            tot.append(stepper.backward(loss)[0])
         hist['train_loss'].append(float(np.mean(tot)) if tot else float('nan')); hist['epoch_seconds'].append(time.perf_counter() - te)
         ck.save(model, opt, sched, {'epoch': ep, 'history': hist, 'best': best, 'rng': rng.bit_generator.state})
         if on_epoch is not None: on_epoch(ep, hist)
     model.load_state_dict(best_state); model.eval()
-    if best_D is None: best_D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision) if shared else D_fixed   # kept before a resume
+    if best_D is None: best_D = encode_states(model, S_doc, freeze_layers, batch_size_encode, precision) if tied else D_fixed   # kept before a resume
     best_epoch = int(np.argmax(hist['val_ndcg@10'])); alpha = 1.0
     if len(wise_alphas) and best_epoch > 0:    # WiSE-FT: zero-shot and kept weights mixed, the mix chosen on `val` (the kept epoch = 1)
         hist['wise_val_ndcg@10'] = {1.0: best}
@@ -939,5 +940,5 @@ def per_query(preds:pl.DataFrame, qrels:pl.DataFrame, metric:str="ndcg@10")->np.
     k = int(metric.split('@')[1]) if '@' in metric else 10
     out = []
     for q in qrels['query_id'].unique(maintain_order=True).to_list():
-        out.append(evaluate(preds.filter(pl.col('query_id') == q), qrels.filter(pl.col('query_id') == q), ks=(k,))[metric])
+        out.append(evaluate_run(preds.filter(pl.col('query_id') == q), qrels.filter(pl.col('query_id') == q), ks=(k,))[metric])
     return np.array(out)

@@ -159,9 +159,10 @@ class EarlyStopping:
         if weights is not None: self.state = weights
 
 # %% ../nbs/06_train.ipynb #a7363206
-def batch_progress(it, desc:str='', verbose:bool=True):
+def batch_progress(it, desc:str='', verbose:bool=True, total:int|None=None # batches, when `it` has no length
+                  ):
     "Progress bar over an epoch's batches, on rank 0 only"
-    return progress(it, desc=desc, leave=False, **({} if verbose and is_main() else {'disable': True}))
+    return progress(it, desc=desc, leave=False, total=total, **({} if verbose and is_main() else {'disable': True}))
 
 # %% ../nbs/06_train.ipynb #97b0269b
 def epoch_line(rec:dict, # one epoch's record: epoch, losses, metrics, seconds

@@ -228,17 +228,17 @@ def test_evaluate_matches_seed_pfound(syn):
     S = rng.normal(size=(len(d.queries), len(d.docs)))
     s, i = search(torch.tensor(S), torch.eye(len(d.docs), dtype=torch.float64), k=0)
     preds = to_predictions(d.queries['query_id'], d.docs['id'], s, i)
-    rep = evaluate(preds, d.qrels)
+    rep = evaluate_run(preds, d.qrels)
     ref = _seed_pfound(d.qrels.to_dicts(), preds.to_dicts())
     assert abs(rep['pfound'] - ref) < 1e-9
     # a perfect ranking: relevant documents by grade first
     perfect = d.qrels.with_columns(pl.col('relevance').cast(pl.Float64).alias('score')).select('query_id', 'doc_id', 'score')
-    rp = evaluate(perfect, d.qrels)
+    rp = evaluate_run(perfect, d.qrels)
     assert abs(rp['ndcg@10'] - 1) < 1e-9 and abs(rp['mrr@10'] - 1) < 1e-9 and rp['pfound'] > rep['pfound']
 
 def test_submission_is_the_seeds_csv(tmp_path):
     preds = to_predictions([7, 8], [10, 11, 12], np.array([[0.5, 0.25], [0.75, 0.125]]), np.array([[2, 0], [1, 2]]))
-    write_submission(preds, tmp_path/'submission.csv')
+    write_retrieval_submission(preds, tmp_path/'submission.csv')
     items = [{'id': f'{q}_{d}', 'doc_id': d, 'query_id': q, 'score': s} for q, d, s in
              [(7, 12, 0.5), (7, 10, 0.25), (8, 11, 0.75), (8, 12, 0.125)]]
     pd.DataFrame(items).set_index('id').to_csv(tmp_path/'seed.csv')   # the seed used set_index(inplace=True): same frame
@@ -301,7 +301,7 @@ def _ft_inputs(syn):
     qr = np.array([(qrow[q], drow[x], g) for q, x, g in d.qrels.rows()])
     return doc_texts(d.docs), query_texts(d.queries), qr, np.arange(len(d.queries)) % 4 == 0
 
-@pytest.mark.parametrize('mode', [dict(doc_encoder='shared', pair_loss=1.0, corpus_loss=0.5, n_neg=2),
+@pytest.mark.parametrize('mode', [dict(doc_encoder='tied', pair_loss=1.0, corpus_loss=0.5, n_neg=2),
                                   dict(doc_encoder='frozen', pair_loss=0.0, corpus_loss=1.0)])
 def test_finetune_resume_is_identical(syn, tok, tmp_path, mode):
     "2 epochs in one go == 1 epoch, an interruption, and a resume from the epoch checkpoint"
@@ -363,6 +363,6 @@ def test_finetune_with_title_pairs_and_wise(syn, tok, tmp_path):
     assert h2['train_loss'] == h1['train_loss'] and h2['val_ndcg@10'] == h1['val_ndcg@10']
     with pytest.raises(ValueError, match='one document text per pseudo-query'):
         finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, extra_queries=xq, extra_docs=xd[:-1])
-    with pytest.raises(ValueError, match="need doc_encoder='shared'"):
+    with pytest.raises(ValueError, match="need doc_encoder='tied'"):
         finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, doc_encoder='frozen', extra_queries=xq, extra_docs=xd)
     with pytest.raises(ValueError, match='strictly between 0 and 1'): finetune_retriever(m, tok, docs, queries, qr, val, freeze_layers=1, wise_alphas=(1.0,))

@@ -1,5 +1,5 @@
 """The training core on several processes: `recsys-nb run TASK --nproc 2` (gloo, CPU) gives the metrics of one process
-at the same global batch, for seqrec and ner; `--nproc` is refused where a task trains on one process."""
+at the same global batch, for cmn, seqrec and ner; `--nproc` is refused where a task trains on one process."""
 import json
 import pytest
 from recsys_nb.core import load_json
@@ -52,6 +52,21 @@ def test_ner_two_processes_match_one(out, tmp_path, tiny_no_dropout):
         assert _close(b['train_loss'], a['train_loss'], LOSS_RTOL) and _close(b['eval_loss'], a['eval_loss'], LOSS_RTOL), (a, b)
     for k in ('span_f1', 'token_f1'): assert _close(m2['models']['ner'][k], m1['models']['ner'][k], atol=METRIC_ATOL), k
     assert (two.run_dir/'fold_0'/'model').is_dir() and (two.run_dir/'fold_0'/'eval_result.json').exists()
+
+def test_cmn_two_processes_match_one(out, tmp_path):
+    syn = make_synthetic('cmn', tmp_path/'cmn', size=120, seed=3)
+    p = {**load_registry()['cmn']['tiny'], 'data_dir': str(syn), 'npz_file': 'cmn.npz', 'trust_pickle': True,
+         'pretrain_epochs': 2, 'epochs': 2, 'patience': 0, 'num_threads': 2}
+    one = run_task('cmn', folds=[0], params=p, out=out/'one')
+    two = run_task('cmn', folds=[0], params=p, out=out/'two', nproc=2)
+    assert one.ok and two.ok, one.errors + two.errors
+    m1, m2 = one.metrics[0], two.metrics[0]
+    assert m2['nproc'] == 2 and m1['nproc'] == 1 and len(m1['history']) == len(m2['history']) == 2
+    for a, b in zip(m1['gmf_history'] + m1['history'], m2['gmf_history'] + m2['history']):
+        assert _close(b['loss'], a['loss'], LOSS_RTOL), (a['loss'], b['loss'])
+    for m in ('cmn', 'gmf'):
+        for k in ('hr@10', 'ndcg@10'): assert _close(m2['models'][m][k], m1['models'][m][k], atol=METRIC_ATOL), (m, k)
+    assert (two.run_dir/'fold_0'/'checkpoints'/'cmn'/'state.json').exists() and (two.run_dir/'fold_0'/'gmf.safetensors').exists()
 
 def test_nproc_only_where_declared(out):
     with pytest.raises(ValueError, match="task 'smoke' trains on one process"): run_task('smoke', nproc=2, out=out)
