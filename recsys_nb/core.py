@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['DATA_WARNINGS', 'seed_everything', 'set_threads', 'get_device', 'machine_info', 'get_dtype', 'autocast',
-           'atomic_write', 'atomic_path', 'save_json', 'load_json', 'DataWarning', 'warn_data', 'write_metrics',
-           'cache_root', 'params_hash', 'make_run_id', 'new_run_dir', 'progress', 'Timer', 'EpochCheckpoint']
+           'atomic_write', 'atomic_path', 'save_json', 'load_json', 'setup_fold', 'DataWarning', 'warn_data',
+           'write_metrics', 'cache_root', 'params_hash', 'make_run_id', 'new_run_dir', 'progress', 'Timer',
+           'EpochCheckpoint']
 
 # %% ../nbs/00_core.ipynb #8c286bd4
 def seed_everything(seed:int=42, # one seed for python, numpy, torch (CPU and CUDA) and hashing
@@ -155,6 +156,22 @@ def load_json(path:str|Path)->Any:
     path = Path(path)
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise ValueError(f'{path}: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg})') from None
+
+# %% ../nbs/00_core.ipynb #acf835b3
+def setup_fold(out_dir:str|Path=".", # the fold's output folder (created)
+               seed:int=42, # one seed for python, numpy and torch (`seed_everything`)
+               device:str="auto", # as in `get_device`
+               num_threads:int=0, # torch CPU threads (`set_threads`; 0: torch's default)
+               task:str="", fold:int|None=None, # named in the printed line
+               nproc:int=1, # training processes (printed when more than one)
+               verbose:bool=True)->tuple[Path, Any]:
+    "A pipeline notebook's set-up in one call: output folder, seeds, threads and device; returns `(out, device)`"
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed); n = set_threads(num_threads); dev = get_device(device)
+    if verbose:
+        print(f"{task or 'run'}{'' if fold is None else f' fold {fold}'}: device {dev}, {n} CPU threads, seed {seed}"
+              f"{f', {nproc} processes' if nproc > 1 else ''}; output in {out}")
+    return out, dev
 
 # %% ../nbs/00_core.ipynb #3e912dee
 class DataWarning(UserWarning):

@@ -18,7 +18,7 @@ __all__ = ['ITEM_COLUMNS', 'VIEW_COLUMNS', 'SYN_GENRES', 'SCALARS', 'SEED_GRID',
            'read_views', 'purchase_warnings', 'PurchaseData', 'load_purchase_dir', 'movielens_to_lab',
            'movielens_purchase_dir', 'synthetic_purchase', 'purchase_data', 'stratified_folds', 'split_fold',
            'check_folds', 'FeatureSpace', 'genre_tokens', 'feature_space', 'scalar_features', 'local_features',
-           'grid_points', 'FitResult', 'fit_local', 'spark_session', 'to_spark', 'spark_feature_space',
+           'grid_points', 'FitResult', 'lgb_device', 'fit_local', 'spark_session', 'to_spark', 'spark_feature_space',
            'spark_features', 'spark_to_numpy', 'fit_spark', 'spark_predict', 'PurchaseRun', 'item_rate_baseline',
            'classification_report', 'run_purchase', 'write_predictions', 'plot_roc', 'plot_importances']
 
@@ -439,21 +439,38 @@ class FitResult:
     importances: np.ndarray|None = None # per feature, summing to 1
 
 # %% ../nbs/50_purchase.ipynb #9124104f
-def _lgb_params(p:dict, learning_rate:float, seed:int, threads:int)->dict:
+def lgb_device(device:str='auto' # the run's device: "auto", "cpu", "cuda" ("cuda:N"), "gpu" (OpenCL) or "mps"
+              )->str:
+    """LightGBM's `device_type` for a run's `device`: "cpu" for auto/cpu/mps (trees on up to a few million rows are
+    fastest on the CPU); "cuda" or "gpu" when asked for and this LightGBM build trains on it, else "cpu" with a warning"""
+    if device in ('auto', 'cpu', 'mps'): return 'cpu'
+    want = 'cuda' if device.startswith('cuda') else device
+    if want not in ('cuda', 'gpu'): raise ValueError(f"device={device!r}: expected auto, cpu, cuda, gpu or mps")
+    import lightgbm as lgb
+    try:
+        x = np.random.default_rng(0).random((64, 2))
+        lgb.train({'device_type': want, 'verbose': -1, 'objective': 'binary'}, lgb.Dataset(x, (x[:, 0] > 0.5).astype(float)), 1)
+        return want
+    except Exception as e:   # a wheel built without CUDA/OpenCL, or no device
+        warnings.warn(f'device={device!r}: this LightGBM build cannot train on it ({str(e).splitlines()[0][:120]}); trees are trained on the CPU')
+        return 'cpu'
+
+def _lgb_params(p:dict, learning_rate:float, seed:int, threads:int, device:str='cpu')->dict:
     return {'objective': 'binary', 'learning_rate': learning_rate, 'max_depth': p['max_depth'], 'num_leaves': 2 ** p['max_depth'],
-            'min_data_in_leaf': p['min_instances'], 'max_bin': p['max_bins'],
+            'min_data_in_leaf': p['min_instances'], 'max_bin': p['max_bins'], 'device_type': device,
             'seed': seed, 'deterministic': True, 'num_threads': threads, 'verbose': -1, 'force_col_wise': True}
 
-def _lgb_train(X, y, p, n_trees, learning_rate, seed, threads):
+def _lgb_train(X, y, p, n_trees, learning_rate, seed, threads, device='cpu'):
     import lightgbm as lgb
-    return lgb.train(_lgb_params(p, learning_rate, seed, threads), lgb.Dataset(X, y, params={'max_bin': p['max_bins'], 'verbose': -1}), num_boost_round=n_trees)
+    return lgb.train(_lgb_params(p, learning_rate, seed, threads, device), lgb.Dataset(X, y, params={'max_bin': p['max_bins'], 'verbose': -1}), num_boost_round=n_trees)
 
 def fit_local(X:sp.csr_matrix, # fit-part features
               y:np.ndarray, # fit-part labels
               grid:dict=SEED_GRID, params:dict=SEED_BEST,
               cv_folds:int=3, # inner folds of the grid search; < 2 = no search
               n_trees:int=20, learning_rate:float=0.1, seed:int=42,
-              threads:int=0 # LightGBM threads; 0 = its default (all cores)
+              threads:int=0, # LightGBM threads; 0 = its default (all cores)
+              device:str='cpu' # LightGBM device_type (see `lgb_device`)
              )->FitResult:
     "LightGBM GBT on the fit part, with the lab's grid search"
     search = []
@@ -462,11 +479,11 @@ def fit_local(X:sp.csr_matrix, # fit-part features
         for c in (0, 1):
             idx = np.flatnonzero(y == c); inner[idx] = assign_folds(idx, cv_folds, seed + 7 + c)
         for p in grid_points(grid):
-            aucs = [roc_auc(y[inner == k], _lgb_train(X[inner != k], y[inner != k], p, n_trees, learning_rate, seed, threads).predict(X[inner == k]))
+            aucs = [roc_auc(y[inner == k], _lgb_train(X[inner != k], y[inner != k], p, n_trees, learning_rate, seed, threads, device).predict(X[inner == k]))
                     for k in range(cv_folds)]
             search.append({**p, 'cv_roc_auc': float(np.mean(aucs))})
         params = {k: v for k, v in max(search, key=lambda s: s['cv_roc_auc']).items() if k != 'cv_roc_auc'}
-    m = _lgb_train(X, y, params, n_trees, learning_rate, seed, threads)
+    m = _lgb_train(X, y, params, n_trees, learning_rate, seed, threads, device)
     imp = m.feature_importance('gain').astype(float)
     return FitResult(m, dict(params), search, imp / imp.sum() if imp.sum() > 0 else imp)
 
@@ -609,12 +626,14 @@ def run_purchase(data:PurchaseData, fold:int=0, n_folds:int=4, seed:int=42,
                  n_trees:int=20, learning_rate:float=0.1,
                  exclude_self:bool=True, # leave-one-out features on the fit part (False: the lab's recipe)
                  spark_master:str='local[*]', spark_driver_memory:str='4g', spark_parallelism:int=1,
-                 threads:int=0 # local engine threads (0 = all cores)
+                 threads:int=0, # local engine threads (0 = all cores)
+                 device:str='auto' # local engine: LightGBM on "cuda"/"gpu" when its build supports it (`lgb_device`); auto: CPU
                 )->PurchaseRun:
     "One fold of the purchase pipeline with the chosen engine"
     if engine not in ('local', 'spark'): raise ValueError(f"engine={engine!r}: expected 'local' or 'spark'")
     check_folds(data, fold, n_folds, cv_folds)
     t0 = time.perf_counter(); tm = {}
+    dev = lgb_device(device) if engine == 'local' else 'cpu'   # Spark MLlib's GBT trains on the executors' CPUs
     fit, val = split_fold(data.train, fold, n_folds, seed)
     kw = dict(grid=grid, params=params, cv_folds=cv_folds, n_trees=n_trees, learning_rate=learning_rate, seed=seed)
     if engine == 'local':
@@ -622,7 +641,7 @@ def run_purchase(data:PurchaseData, fold:int=0, n_folds:int=4, seed:int=42,
         Xf = local_features(fit, fit, data.items, space, exclude_self)
         Xv, Xt = (local_features(fit, s, data.items, space) for s in (val, data.test))
         tm['features_s'] = time.perf_counter() - t0
-        res = fit_local(Xf, fit['purchase'].to_numpy(), threads=threads, **kw); tm['fit_s'] = time.perf_counter() - t0 - tm['features_s']
+        res = fit_local(Xf, fit['purchase'].to_numpy(), threads=threads, device=dev, **kw); tm['fit_s'] = time.perf_counter() - t0 - tm['features_s']
         pv, pt = res.model.predict(Xv), res.model.predict(Xt)
         vk, tk = val, data.test
     else:
@@ -652,7 +671,7 @@ def run_purchase(data:PurchaseData, fold:int=0, n_folds:int=4, seed:int=42,
     search = pl.DataFrame(res.search) if res.search else pl.DataFrame({'cv_roc_auc': []})
     if res.search: models[name]['cv_roc_auc'] = max(s['cv_roc_auc'] for s in res.search)
     imp = pl.DataFrame({'feature': space.names, 'importance': np.asarray(res.importances, dtype=float)}).sort('importance', descending=True)
-    metrics = {'models': models, 'engine': engine, 'exclude_self': exclude_self, 'device': 'cpu', 'fold': fold, 'n_folds': n_folds, 'best_params': res.params,
+    metrics = {'models': models, 'engine': engine, 'exclude_self': exclude_self, 'device': dev, 'fold': fold, 'n_folds': n_folds, 'best_params': res.params,
                'n_features': len(space.names), 'fit_rows': len(fit), 'valid_rows': len(val), 'test_rows': len(data.test),
                'data': data.summary(), 'timings_s': tm, 'warnings': ws}
     return PurchaseRun(engine, name, metrics, valid, test, imp, search, space.names, tm)
