@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from recsys_nb.core import get_device, save_json, seed_everything
+from recsys_nb.core import get_device, save_json, seed_everything, machine_info
 from recsys_nb.metrics import pfound, retrieval_report
 
 
@@ -82,7 +82,7 @@ def main(argv=None):
     nq, nd = a.queries, a.docs
     S, qrels = make_data(nq, nd, a.judged, dev.type, a.seed)
     qids, dids = np.arange(nq), np.arange(nd)
-    res = {'benchmark': 'pfound', 'queries': nq, 'docs_per_query': nd, 'rows': nq * nd, 'judged_per_query': a.judged,
+    res = {'machine_start': machine_info('cpu'), 'benchmark': 'pfound', 'queries': nq, 'docs_per_query': nd, 'rows': nq * nd, 'judged_per_query': a.judged,
            'device': 'cpu (the metric is numpy/polars; scores drawn on %s)' % dev, 'cpu': platform.processor() or platform.machine(),
            'python': platform.python_version(), 'polars': pl.__version__, 'numpy': np.__version__,
            'gpu': 'not measured: no GPU this session (the metric runs on the CPU in any case)', 'repeat': a.repeat}
@@ -138,8 +138,7 @@ def main(argv=None):
     best = res['ours_matrix']['seconds_min']
     res['speedup_vs_seed_estimate'] = {k: v / best for k, v in est.items() if k.endswith('seconds')}
     print(json.dumps({'seed_estimate': est, 'speedup': res['speedup_vs_seed_estimate']}, indent=1))
-    res['load_average_1_5_15min_at_end'] = list(os.getloadavg())
-    res['cpu_count'] = os.cpu_count()
+    res['machine_end'] = machine_info('cpu')
     res['note'] = 'CPU timings on a machine shared with other jobs (see load average): read them as orders of magnitude'
     save_json(res, a.out)
     print('wrote', a.out)

@@ -50,14 +50,14 @@ def _means(folds:dict)->dict:
 def run(fold:int, overrides:dict, out:str)->tuple[dict, dict]:
     from recsys_nb.runner import run_task
     from recsys_nb.core import load_json
-    load0, t0 = os.getloadavg(), time.perf_counter()
+    from recsys_nb.core import machine_info
+    m0, t0 = machine_info('cpu'), time.perf_counter()
     res = run_task('ner', [fold], overrides, out=out, from_text=True)
     if not res.ok: raise SystemExit('\n'.join(res.errors))
     d = res.run_dir/f'fold_{fold}'
     m = load_json(d/'metrics.json')
     rec = _summary(m, m['history']) | {'run_dir': str(d), 'wall_minutes': round((time.perf_counter() - t0) / 60, 3),
-                                       'load_average_start': [round(x, 2) for x in load0],
-                                       'load_average_end': [round(x, 2) for x in os.getloadavg()],
+                                       'machine_start': m0, 'machine_end': machine_info('cpu'),
                                        'date': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
     return rec, load_json(res.run_dir/'run.json')
 

@@ -9,7 +9,7 @@ code (LightGBM's CPU build, Spark local mode): `--device` is recorded only.
 import argparse, os, platform, sys, time
 from pathlib import Path
 import polars as pl
-from recsys_nb.core import save_json
+from recsys_nb.core import save_json, machine_info
 from recsys_nb.purchase import purchase_data, run_purchase, PurchaseData
 
 
@@ -38,8 +38,7 @@ def main(argv=None):
     res = {'task': 'purchase', 'dataset': a.dataset if not a.data_dir else a.data_dir, 'users_subset': a.users or None,
            'data': data.summary(), 'load_and_convert_s': load_s, 'device_requested': a.device, 'device': 'cpu',
            'gpu': 'not applicable: both engines are CPU code (LightGBM CPU build, Spark local mode); no GPU this session',
-           'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'python': sys.version.split()[0],
-                       'load_avg_at_start': os.getloadavg()},
+           'machine_start': machine_info('cpu'),
            'settings': {'cv_folds': a.cv_folds, 'n_trees': a.n_trees, 'top_items': a.top_items, 'fold': 0, 'n_folds': 4,
                         'spark_master': a.spark_master, 'exclude_self': True}, 'engines': {}}
     for eng in a.engines.split(','):
@@ -53,7 +52,7 @@ def main(argv=None):
     if {'local', 'spark'} <= set(e):
         res['spark_over_local_wall'] = e['spark']['wall_s'] / e['local']['wall_s']
         res['auc_diff_spark_minus_local'] = e['spark']['metrics']['spark_mllib_gbt']['roc_auc'] - e['local']['metrics']['lightgbm_gbt']['roc_auc']
-    res['machine']['load_avg_at_end'] = os.getloadavg()
+    res['machine_end'] = machine_info('cpu')
     out = Path(a.out or f'benchmarks/results/purchase_{a.dataset}{"_u" + str(a.users) if a.users else ""}.json')
     save_json(res, out); print('wrote', out, {k: v for k, v in res.items() if k in ('spark_over_local_wall', 'auc_diff_spark_minus_local')})
 

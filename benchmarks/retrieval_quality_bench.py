@@ -61,7 +61,7 @@ def main(argv=None):
     res = load_json(path) if args.merge and path.exists() else {}
     params = resolve_params('retrieval', dict(args.p), from_text=True)
     recipe = {k: v.default for k, v in task_params('retrieval').items() if k not in ('fold', 'out_dir')}
-    load0 = [round(x, 2) for x in os.getloadavg()]
+    m0 = machine_info('cpu')
     cmd = 'python ' + ' '.join([f'benchmarks/{Path(__file__).name}'] + (argv if argv is not None else sys.argv[1:]))
     res.update(dataset='cranfield (1400 documents, 180 training queries in 4 query folds; 45 held-out test queries unused here)',
                device='cpu', device_name=f'CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}',
@@ -77,7 +77,7 @@ def main(argv=None):
                 'kept_epoch': f['best_epoch'], 'train_loss': f['train_loss'], 'finetune_minutes': f['minutes'],
                 **{k: f[k] for k in ('wise_alpha', 'wise_val_ndcg@10', 'n_extra_pairs_per_epoch') if k in f},
                 'test_ndcg@10_zero_shot': zs, 'test_ndcg@10_fine_tuned': ft, 'test_recall@100_fine_tuned': m['models']['dense']['recall@100'],
-                'minutes': minutes, 'run_dir': run_dir, 'load_average_1_5_15_at_end': [round(x, 2) for x in os.getloadavg()]}
+                'minutes': minutes, 'run_dir': run_dir, 'machine_end': machine_info('cpu')}
             print(f'sweep {spec}: val {np.round(f["val_ndcg@10"], 4)} kept {f["best_epoch"]}, WiSE-FT {f.get("wise_alpha", 1.0):g} ({f["minutes"]:.2f} min fine-tuning), '
                   f'fold {args.sweep_fold} NDCG@10 {zs:.4f} -> {ft:.4f}', flush=True)
             save_json(res, path)
@@ -94,11 +94,11 @@ def main(argv=None):
             m, minutes, run_dir = run_fold(f, params, args.runs)
             res['folds'][str(f)] = {'models': m['models'], 'finetune': m.get('finetune', {}), 'fusion': m['fusion'], 'minutes': minutes,
                                     'run_dir': run_dir, 'n_eval_queries': m['n_eval_queries'], 'params': {**recipe, **params},
-                                    'load_average_1_5_15_at_end': [round(x, 2) for x in os.getloadavg()]}
+                                    'machine_end': machine_info('cpu')}
             print(f'fold {f}: ' + ', '.join(f'{NAMES.get(k, k)} {v["ndcg@10"]:.4f}' for k, v in m['models'].items()) + f' ({minutes:.1f} min)', flush=True)
             res['models'] = summarise(res['folds']); save_json(res, path)    # after every fold: a cut-off run keeps its folds
     res['runs'].append({'command': cmd, 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-                        'load_average_1_5_15_at_start': load0, 'load_average_1_5_15_at_end': [round(x, 2) for x in os.getloadavg()]})
+                        'machine_start': m0, 'machine_end': machine_info('cpu')})
     if res['folds']: res['models'] = summarise(res['folds']); res['minutes_per_fold'] = {k: v['minutes'] for k, v in res['folds'].items()}
     if len(res['folds']) >= res['recipe']['n_folds']: res.pop('pending', None)   # every fold measured with this recipe
     save_json(res, path); print('wrote', path)

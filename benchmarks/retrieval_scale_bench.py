@@ -15,6 +15,7 @@ Each step is a separate process so that its peak RSS is its own. Working files g
 import argparse, json, os, platform, resource, shutil, subprocess, sys, time
 from pathlib import Path
 import numpy as np
+from recsys_nb.core import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,7 +96,7 @@ def summarize(res, a):
                           'exact_build_s': s['flat_build_s'], 'index_process_peak_rss_mb': s['peak_rss_mb']},
                 'recall@100_vs_exact': best['recall@100_vs_exact'],
                 'search_s': {'exact_flat': s['flat_search_s'], 'ivf': best['search_s'], 'n_queries': s['n_queries']},
-                'load_average_end': os.getloadavg()})
+                'machine_end': machine_info('cpu')})
     from recsys_nb.core import save_json
     save_json(res, a.out); print(f'wrote {a.out}', flush=True)
 
@@ -120,7 +121,7 @@ def main():
     from recsys_nb.retrieval_scale import synthetic_corpus
     work = Path(a.work); work.mkdir(parents=True, exist_ok=True); make_encoder(work/'encoder')
     res = {'command': 'python ' + ' '.join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-           'device': f'cpu: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs)', 'load_average_start': os.getloadavg(),
+           'device': f'cpu: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs)', 'machine_start': machine_info('cpu'),
            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'python': platform.python_version(),
            'encoder': 'random BertModel(hidden 32, 1 layer, 2 heads, intermediate 64), all-MiniLM-L6-v2 tokenizer',
            'settings': {k: getattr(a, k) for k in ('shard_size', 'token_max_length', 'batch_size', 'nlist', 'nprobe', 'n_queries')},

@@ -157,7 +157,7 @@ def load_json(path:str|Path)->Any:
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise ValueError(f'{path}: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg})') from None
 
-# %% ../nbs/00_core.ipynb #acf835b3
+# %% ../nbs/00_core.ipynb #0e31083b
 def setup_fold(out_dir:str|Path=".", # the fold's output folder (created)
                seed:int=42, # one seed for python, numpy and torch (`seed_everything`)
                device:str="auto", # as in `get_device`
@@ -189,10 +189,14 @@ def write_metrics(out_dir:str|Path, # the fold's output folder
                   metrics:dict, # {"models": {name: {metric: value}}, ...anything else}
                   data:str|Path|None=None, # the data folder or file the run used (printed by the runner)
                   model:str|None=None, # the model (name or folder) the run used
+                  task:str|None=None, fold:int|None=None, # the task and fold (None: as in `metrics`, if there)
+                  device=None, # the device the run trained on (None: as in `metrics`)
                  )->Path:
-    "Write `metrics.json` for one run of a pipeline notebook, with the data, model and data warnings of the run"
+    "Write `metrics.json` for one run of a pipeline notebook: the task, fold, device, data, model and data warnings of the run"
     if not isinstance(metrics, dict): raise TypeError(f'metrics must be a dict, got {type(metrics).__name__}')
     metrics = dict(metrics)
+    for k, v in (('task', task), ('fold', fold), ('device', device)):
+        if v is not None: metrics[k] = v if k == 'fold' else str(v)
     if data is not None: metrics['data_source'] = str(data)
     if model is not None: metrics['model_source'] = str(model)
     ws = list(dict.fromkeys([*(metrics.get('warnings') or []), *DATA_WARNINGS]))
@@ -254,13 +258,18 @@ class Timer:
         import time; self._sync(); self.seconds = time.perf_counter() - self._t
 
 # %% ../nbs/00_core.ipynb #25b05be6
+def _rank()->int:
+    "This process's rank in its process group (0 without one)"
+    import torch.distributed as dist
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
 def _is_rank0()->bool:
     "Whether this process writes files: rank 0 of a process group, or the only process"
-    import torch.distributed as dist
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return _rank() == 0
 
 class EpochCheckpoint:
-    "Training state saved after every epoch in `folder` (by rank 0 only), loaded back to resume; keeps the best epoch too"
+    """Training state saved after every epoch in `folder` (by rank 0; every other process keeps only its own random
+    state, `rng_rank<N>.pt`), loaded back to resume; keeps the best epoch too"""
     def __init__(self, folder:str|Path|None # where the state lives; None: checkpoints off
                 ): self.folder, self._best = (None if folder is None else Path(folder)), None
 
@@ -268,12 +277,15 @@ class EpochCheckpoint:
              best:dict|None=None # the kept epoch: {'epoch': int, 'tensors': {name: tensor}} (weights, anything else)
             ):
         "Write the state after an epoch (`state` is JSON: epoch, history, counters, numpy generator states)"
-        if self.folder is None or not _is_rank0(): return
+        if self.folder is None: return
         import torch
         from safetensors.torch import save_model, save_file
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.folder/'model.safetensors') as t: save_model(model, str(t))
         train = {'torch_rng': torch.get_rng_state(), **{f'gen.{k}': g.get_state() for k, g in (generators or {}).items()}}
+        if not _is_rank0():   # weights and optimiser are the same in every process, its random state is its own (dropout, masks)
+            with atomic_path(self.folder/f'rng_rank{_rank()}.pt') as t: torch.save(train, t)
+            return
+        with atomic_path(self.folder/'model.safetensors') as t: save_model(model, str(t))
         if optimizer is not None: train['optimizer'] = optimizer.state_dict()
         if scheduler is not None: train['scheduler'] = scheduler.state_dict()
         with atomic_path(self.folder/'train_state.pt') as t: torch.save(train, t)
@@ -296,8 +308,10 @@ class EpochCheckpoint:
         from safetensors.torch import load_model
         load_model(model, str(self.folder/'model.safetensors'))
         train = torch.load(self.folder/'train_state.pt', weights_only=True)
-        torch.set_rng_state(train['torch_rng'])
-        for k, g in (generators or {}).items(): g.set_state(train[f'gen.{k}'])
+        own = self.folder/f'rng_rank{_rank()}.pt'
+        rng = torch.load(own, weights_only=True) if not _is_rank0() and own.exists() else train
+        torch.set_rng_state(rng['torch_rng'])
+        for k, g in (generators or {}).items(): g.set_state(rng[f'gen.{k}'])
         if optimizer is not None: optimizer.load_state_dict(train['optimizer'])
         if scheduler is not None: scheduler.load_state_dict(train['scheduler'])
         state = load_json(self.folder/'state.json')
