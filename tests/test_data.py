@@ -33,7 +33,7 @@ def test_shipped_data_found_without_settings(monkeypatch):
     assert find_data('somd2025/phase_1', ['train_texts.txt']) == shipped_data_root()/'somd2025'/'phase_1'
 
 def test_no_lookup_outside_known_places(places, monkeypatch):
-    "a data/ folder beside the checkout (or ../shared/data) never replaces a default data set"
+    "a data/ folder beside the checkout (or in a sibling folder of it) never replaces a default data set"
     monkeypatch.delenv(DATA_ENV)
     assert all(src in ('kaggle input', 'shipped with recsys_nb', 'installed package') for src, _ in data_candidates('cranfield'))
     assert all('shared' not in p.parts for _, p in data_candidates('cranfield'))
