@@ -564,9 +564,10 @@ def finetune(model, tokenizer, # encoder (trained in place) and its tokenizer
     positive = np.unique(pair_keys[:, 0] * nd_key + pair_keys[:, 1])
     qt, dt = tokenize(tokenizer, q_texts, query_token_max_length), tokenize(tokenizer, d_texts, doc_token_max_length)
     dev = next(model.parameters()).device; rng = np.random.default_rng(seed); torch.manual_seed(seed)
+    from recsys_nb.train import Stepper, warmup_schedule, batch_progress
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    steps = epochs * math.ceil(n / batch_size); warm = max(1, int(warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    steps = epochs * math.ceil(n / batch_size)
+    stepper = Stepper(model, opt, warmup_schedule(opt, steps, max(1, int(warmup * steps))), dev, precision, max_grad_norm=1.0)
     def emb(toks, idx):
         ids, mask = (t.to(dev) for t in toks.batch(idx))
         with autocast(dev, precision): h = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -574,13 +575,12 @@ def finetune(model, tokenizer, # encoder (trained in place) and its tokenizer
     losses = []; model.train()
     for ep in range(epochs):
         perm, tot = rng.permutation(n), []
-        for s in progress(range(0, n, batch_size), desc=f'fine-tune epoch {ep + 1}', leave=False):
+        for s in batch_progress(range(0, n, batch_size), f'fine-tune epoch {ep + 1}'):
             idx = perm[s:s + batch_size]
             if len(idx) < 2: continue
             k = pair_keys[idx]; fn = np.isin(k[:, :1] * nd_key + k[None, :, 1], positive)
             loss = info_nce(emb(qt, idx), emb(dt, idx), torch.from_numpy(fn).to(dev), temperature)
-            opt.zero_grad(set_to_none=True); loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step(); tot.append(loss.item())
+            tot.append(stepper.backward(loss)[0])
         losses.append(float(np.mean(tot)) if tot else float('nan'))
     model.eval()
     return losses
