@@ -92,6 +92,8 @@ ABLATION = [  # (name, changes from the recipe) - each row changes one thing
     ('RMSProp with momentum (the seed\'s optimiser)', {'optimizer': 'rmsprop'}),
     ('L2 0.1 on the dense weights (the seed\'s)', {'l2_lambda': 0.1}),
     ('output memory from GMF users (both memories pretrained)', {'output_memory': 'gmf'}),
+    ('neighbourhood cap 64 in training and evaluation (recipe: 32)', {'max_neighbors': 64, 'eval_neighbors': 64}),
+    ('8 negatives per positive (recipe: 4)', {'neg_count': 8}),
     ('hops 1', {'hops': 1}),
     ('hops 3', {'hops': 3}),
     *[(f'learning rate {lr:g}', {'learning_rate': lr}) for lr in LR_GRID],
@@ -201,7 +203,14 @@ def main():
     ds = res.setdefault(a.dataset, {})
     cmd = 'python ' + shlex.join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
     if a.ablation:
-        ds['ablation'] = {**ablation(a.dataset, R, a.only), 'command': cmd}; save_json(res, out)
+        new = ablation(a.dataset, R, a.only)
+        for r in new['rows']: r['command'] = cmd
+        if a.only and ds.get('ablation'):   # a subset of the rows: the others stay as measured before (each names its command)
+            names = {r['name'] for r in new['rows']}
+            old = [{**r, 'command': r.get('command', ds['ablation'].get('command'))} for r in ds['ablation'].get('rows', []) if r['name'] not in names]
+            order = ['GMF alone (the initialisation)'] + [n for n, _ in ABLATION]
+            new['rows'] = sorted(old + new['rows'], key=lambda r: order.index(r['name']) if r['name'] in order else len(order))
+        ds['ablation'] = {**new, 'command': cmd}; save_json(res, out)
         if a.select_lr and ds['ablation']['selected_learning_rate'] != R['learning_rate']:
             R['learning_rate'] = ds['ablation']['selected_learning_rate']
             print('selected learning rate', R['learning_rate'], '- set it as the default in nbs/tasks/cmn.ipynb', flush=True)
