@@ -184,6 +184,34 @@ def summarize(ds:dict)->dict:
     return {m: {**{k: float(np.mean([f['models'][m][k] for f in folds.values()])) for k in (*METRICS, 'minutes')},
                 'folds': sorted(int(k) for k in folds)} for m in models}
 
+def markdown(res:dict)->str:
+    "The ablation tables and the 4-fold means of the JSON as markdown (the tables of nbs/20_cmn.ipynb)"
+    out = []
+    for ds in ('ml-100k', 'ml-1m'):
+        a = res.get(ds, {}).get('ablation')
+        if not a: continue
+        cmds = list(dict.fromkeys(r.get('command') or a['command'] for r in a['rows']))
+        out += [f"**{ds}**, {a['users']}; " + '; '.join(f'`{c}`' for c in cmds) + ':\n',
+                '| configuration | val HR@10 | val NDCG@10 | best epoch / run | s per epoch |\n|---|---|---|---|---|']
+        for r in a['rows']:
+            eps = r.get('epoch_seconds')
+            out.append(f"| {r['name']} | {r['val_hr@10']:.4f} | {r['val_ndcg@10']:.4f} | {r.get('best_epoch', '-')} / {r['epochs_run']} | "
+                       f"{sum(eps) / len(eps):.1f} |" if eps else f"| {r['name']} | {r['val_hr@10']:.4f} | {r['val_ndcg@10']:.4f} | "
+                       f"{r.get('best_epoch', '-')} / {r['epochs_run']} | - |")
+        c = a.get('complement')
+        if c:
+            out += ['', 'What a neighbourhood can add to this GMF at best (GMF + w x ItemKNN or UserKNN, z-scored per user, w chosen on '
+                    f"the validation users): test HR@10 GMF {c['test']['gmf']:.4f}, + ItemKNN {c['best_val_itemknn']['test_hr@10']:.4f} "
+                    f"({c['best_val_itemknn']['test_gain_over_gmf']:+.4f}), + UserKNN {c['best_val_userknn']['test_hr@10']:.4f} "
+                    f"({c['best_val_userknn']['test_gain_over_gmf']:+.4f})."]
+        out.append('')
+    out.append('| data | model | HR@10 | NDCG@10 | minutes / fold | folds |\n|---|---|---|---|---|---|')
+    for ds in ('ml-100k', 'ml-1m'):
+        m = res.get(ds, {}).get('mean', {})
+        for name in ('cmn', 'gmf', 'itemknn', 'popularity'):
+            if name in m: out.append(f"| {ds} | {name} | {m[name]['hr@10']:.4f} | {m[name]['ndcg@10']:.4f} | {m[name]['minutes']:.2f} | {len(m[name]['folds'])} |")
+    return '\n'.join(out)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -192,7 +220,9 @@ def main():
     ap.add_argument('--select-lr', action='store_true', help=f'with --ablation: use the best of {LR_GRID} on the validation users for the folds')
     ap.add_argument('--speed', action='store_true'); ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--out', default=str(OUT))
+    ap.add_argument('--markdown', action='store_true', help='print the tables of the JSON (as in nbs/20_cmn.ipynb) and stop')
     a = ap.parse_args()
+    if a.markdown: print(markdown(load_json(a.out))); return
     set_threads(a.threads); torch.set_flush_denormal(True)
     R = recipe(); seed_everything(R['seed'])
     out = Path(a.out)
