@@ -146,7 +146,7 @@ def ablation(dataset, R, names=None):
                      'epochs_run': len(h), 'final_train_loss': h[-1]['loss'], 'seconds': s, 'epoch_seconds': [r['seconds'] for r in h]})
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items() if k != 'epoch_seconds'}, flush=True)
     lr_rows = [r for r in rows if r['name'] == 'recipe' or r['name'].startswith('learning rate')]
-    best = max(lr_rows, key=lambda r: r['val_hr@10'])       # first of equal values: the recipe
+    best = max(lr_rows, key=lambda r: r['val_hr@10']) if lr_rows else {}   # first of equal values: the recipe
     return {'fold': 0, 'users': f'{len(val)} validation users of fold 0 (their latest training pair held out, 100 negatives)',
             'machine': machine(), 'rows': rows, 'complement': comp,
             'selected_learning_rate': best.get('change', {}).get('learning_rate', R['learning_rate'])}
