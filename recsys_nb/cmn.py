@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import seed_everything, get_device, atomic_write, atomic_path, autocast, Timer, warn_data, EpochCheckpoint
 from .train import (Stepper, EarlyStopping, batch_progress, log_epoch, is_main, world_size, shard, ddp,
-                             global_sum, train_device)
+                             train_device)
 from .data import register_synthetic, assign_folds
 from .metrics import sampled_ranking_report
 
@@ -579,10 +579,6 @@ def best_epoch(history:list[dict])->int|None:
     if not hr or hr[0] is None: return None
     return history[int(np.argmax(hr))]['epoch']
 
-def _same_on_all(x:float, device)->float:
-    "Rank 0's value of `x` on every process (one early-stopping decision for all)"
-    return global_sum(x if is_main() else 0.0, device=device)[0] if world_size() > 1 else x
-
 def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
         inter:Interactions, # training index on the same device
         opt:torch.optim.Optimizer, # optimiser over `model.parameters()`
@@ -627,7 +623,7 @@ def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
             model.eval()
             rep = ranking_report(score_fn(model, inter, eval_neighbors, precision), val, dev)
             rec.update({f'val_{k}': v for k, v in rep.items()})
-            stop.update(_same_on_all(rec['val_hr@10'], dev), ep, model)
+            stop.update(rec['val_hr@10'], ep, model)
         log_epoch({k: v for k, v in rec.items() if k in ('epoch', 'loss', 'val_hr@10', 'val_ndcg@10', 'seconds')}, verbose)
         history.append(rec)
         ck.save(model, opt, None, {'epoch': ep, 'history': history, 'best': stop.state_dict()}, {'epochs': gen},

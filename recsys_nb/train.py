@@ -9,7 +9,7 @@ from contextlib import nullcontext, contextmanager
 import numpy as np
 import torch
 import torch.distributed as dist
-from .core import get_device, get_dtype, autocast, progress
+from .core import get_device, get_dtype, autocast, progress, _rank, _is_rank0
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'world_size', 'rank', 'is_main', 'train_device', 'decay_groups', 'lr_factor', 'warmup_schedule',
@@ -24,12 +24,12 @@ def world_size()->int:
 # %% ../nbs/06_train.ipynb #daa854d0
 def rank()->int:
     "This process's rank (0 outside `launch` / torchrun)"
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return _rank()
 
 # %% ../nbs/06_train.ipynb #136d0d44
 def is_main()->bool:
     "Whether this process logs and writes files (rank 0)"
-    return rank() == 0
+    return _is_rank0()
 
 # %% ../nbs/06_train.ipynb #18d2a8cd
 def train_device(device="auto" # as in `core.get_device`, or a `torch.device`
@@ -135,7 +135,9 @@ class EarlyStopping:
                 ): self.patience, self.keep, self.value, self.epoch, self.bad, self.state = patience, keep, None, None, 0, None
 
     def update(self, value:float, epoch:int, model=None)->bool:
-        "Record an epoch's metric; True when it is the best so far (its weights copied when `keep`)"
+        "Record an epoch's metric (rank 0's value on every process: one decision for all); True when it is the best so far"
+        if world_size() > 1:   # every process calls this: each gets rank 0's value
+            value = global_sum(value if is_main() else 0.0, device=None if model is None else next(model.parameters()).device)[0]
         improved = self.value is None or value > self.value
         if improved:
             self.value, self.epoch, self.bad = value, epoch, 0

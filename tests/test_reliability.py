@@ -63,7 +63,7 @@ def test_fresh_clone_runs_retrieval_and_ner_on_default_data(tmp_path):
     "a clone in an otherwise empty folder (no sibling folders) and no RECSYS_NB_DATA runs one quick fold of retrieval and ner"
     clone = tmp_path/'fresh'/'recsys_nb'
     subprocess.run(['git', 'clone', '-q', '--no-hardlinks', str(ROOT), str(clone)], check=True)
-    assert not (clone.parent/'shared').exists() and (clone/'data'/'SHA256SUMS').exists()
+    assert [x.name for x in clone.parent.iterdir()] == ['recsys_nb'] and (clone/'data'/'SHA256SUMS').exists()   # alone in its folder
     env = {k: v for k, v in os.environ.items() if k not in ('RECSYS_NB_DATA', 'RECSYS_NB_TASKS_DIR')}
     env['PYTHONPATH'] = str(clone); env['RECSYS_NB_KAGGLE_INPUT'] = str(tmp_path/'no-kaggle')
     import yaml
