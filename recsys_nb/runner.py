@@ -38,6 +38,12 @@ def kernel_manager_class():
         async def start_kernel(self, **kw):
             LIVE_KERNELS.add(self)
             return await super().start_kernel(**kw)
+        async def _async_interrupt_kernel(self):
+            # jupyter_client interrupts before every shutdown; papermill shuts a kernel down only once its last cell
+            # has replied, so that SIGINT can only land in the kernel's tail of that reply ("KeyboardInterrupt caught
+            # in kernel" on a loaded machine). Ctrl-C of a run kills the kernels itself (`kill_live_kernels`).
+            if self.shutting_down: return
+            return await super()._async_interrupt_kernel()
         async def shutdown_kernel(self, *a, **kw):
             try: return await super().shutdown_kernel(*a, **kw)
             finally:

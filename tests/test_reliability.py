@@ -91,6 +91,23 @@ def test_notebooks_run_on_this_interpreter_not_the_python3_kernelspec(tmp_path, 
     assert 'without encryption' not in r.stderr and 'IPKernelApp' not in r.stderr, r.stderr[-2000:]
     assert json.loads(next(out.glob('smoke/*/run.json')).read_text())['python'] == sys.executable
 
+def test_kernel_shutdown_sends_no_interrupt():
+    "papermill shuts a kernel down once its last cell replied; jupyter_client's SIGINT before shutdown could only land in that reply"
+    import asyncio
+    from recsys_nb.runner import kernel_manager_class, LIVE_KERNELS
+    async def go():
+        km = kernel_manager_class()(kernel_name='python3'); await km.start_kernel()
+        sent, orig = [], km.provisioner.send_signal
+        async def record(sig): sent.append(sig); return await orig(sig)
+        km.provisioner.send_signal = record
+        kc = km.client(); kc.start_channels(); await kc.wait_for_ready(timeout=60)
+        await kc.execute_interactive('x = 1', timeout=60); kc.stop_channels()
+        await km.shutdown_kernel()
+        return sent, km
+    sent, km = asyncio.run(go())
+    assert signal.SIGINT not in sent, sent
+    assert km not in LIVE_KERNELS and not km.has_kernel              # and it did shut down
+
 # ------------------------------------------------------------------ 4. nothing a user owns is overwritten
 
 def test_bundle_never_replaces_an_existing_notebook(tmp_path):
