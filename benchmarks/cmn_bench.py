@@ -130,13 +130,15 @@ def complement(gmf, inter, val, test, R):
     return out
 
 
-def ablation(dataset, R, names=None):
+def ablation(dataset, R, names=None, on_rows=None):
+    "on_rows(rows): called after every row (the caller saves them: a long ablation loses nothing when stopped)"
     data, val, inter = prepare(dataset, 0, R)
     gmf, gh, gs = train_gmf(inter, val, R, 0)
     g = ranking_report(score_fn(gmf), val)
     rows = [{'name': 'GMF alone (the initialisation)', 'val_hr@10': g['hr@10'], 'val_ndcg@10': g['ndcg@10'], 'epochs_run': len(gh)}]
     comp = complement(gmf, inter, val, data.test, R)
     print(rows[-1], flush=True)
+    if on_rows: on_rows(rows)
     for name, ch in ABLATION:
         if names and not any(n in name for n in names): continue
         if ch and all(R.get(k) == v for k, v in ch.items()): continue     # already the recipe
@@ -145,6 +147,7 @@ def ablation(dataset, R, names=None):
         rows.append({'name': name, 'change': ch, 'val_hr@10': b['val_hr@10'], 'val_ndcg@10': b['val_ndcg@10'], 'best_epoch': b['epoch'],
                      'epochs_run': len(h), 'final_train_loss': h[-1]['loss'], 'seconds': s, 'epoch_seconds': [r['seconds'] for r in h]})
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items() if k != 'epoch_seconds'}, flush=True)
+        if on_rows: on_rows(rows)
     lr_rows = [r for r in rows if r['name'] == 'recipe' or r['name'].startswith('learning rate')]
     best = max(lr_rows, key=lambda r: r['val_hr@10']) if lr_rows else {}   # first of equal values: the recipe
     return {'fold': 0, 'users': f'{len(val)} validation users of fold 0 (their latest training pair held out, 100 negatives)',
@@ -233,14 +236,16 @@ def main():
     ds = res.setdefault(a.dataset, {})
     cmd = 'python ' + shlex.join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
     if a.ablation:
-        new = ablation(a.dataset, R, a.only)
-        for r in new['rows']: r['command'] = cmd
-        if a.only and ds.get('ablation'):   # a subset of the rows: the others stay as measured before (each names its command)
-            names = {r['name'] for r in new['rows']}
-            old = [{**r, 'command': r.get('command', ds['ablation'].get('command'))} for r in ds['ablation'].get('rows', []) if r['name'] not in names]
+        prev = ds.get('ablation', {}); before = [{**r, 'command': r.get('command', prev.get('command'))} for r in prev.get('rows', [])] if a.only else []
+        def merged(rows):   # with --only, the rows not rerun stay as measured before (each names its command)
+            rows = [{**r, 'command': cmd} for r in rows]; names = {r['name'] for r in rows}
+            old = [r for r in before if r['name'] not in names]
             order = ['GMF alone (the initialisation)'] + [n for n, _ in ABLATION]
-            new['rows'] = sorted(old + new['rows'], key=lambda r: order.index(r['name']) if r['name'] in order else len(order))
-        ds['ablation'] = {**new, 'command': cmd}; save_json(res, out)
+            return sorted(old + rows, key=lambda r: order.index(r['name']) if r['name'] in order else len(order))
+        def save_rows(rows):
+            ds['ablation'] = {**ds.get('ablation', {}), 'rows': merged(rows), 'command': cmd, 'complete': False}; save_json(res, out)
+        new = ablation(a.dataset, R, a.only, on_rows=save_rows)
+        ds['ablation'] = {**new, 'rows': merged(new['rows']), 'command': cmd, 'complete': True}; save_json(res, out)
         if a.select_lr and ds['ablation']['selected_learning_rate'] != R['learning_rate']:
             R['learning_rate'] = ds['ablation']['selected_learning_rate']
             print('selected learning rate', R['learning_rate'], '- set it as the default in nbs/tasks/cmn.ipynb', flush=True)

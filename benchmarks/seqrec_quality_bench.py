@@ -37,8 +37,10 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
     ap.add_argument('--parallel', action='store_true', help='each model in its own process with 1 thread, at the same time')
     ap.add_argument('--out', default='')
+    ap.add_argument('--plot', action='store_true', help='only draw the learning curves of the JSON (validation NDCG@10 against minutes) to a PNG beside it')
     a = ap.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if a.plot: return plot(Path(a.out or Path(__file__).parent/'results'/f'seqrec_{a.data}_quality_{get_device(a.device).type}.json'))
     if a.parallel: return parallel(a, argv)
     if a.threads: torch.set_num_threads(a.threads)
     seed_everything(a.seed); device = get_device(a.device); m0 = machine_info(device)
@@ -89,5 +91,20 @@ def parallel(a, argv):
         for k in ('models', 'sweep'):
             out.setdefault(k, {}).update(r.get(k, {}))
     save_json(out, path); print('wrote', path)
+
+def plot(path:Path)->Path:
+    "Validation NDCG@10 against minutes of training for every row with a curve (models and sweep points), test NDCG@10 in the legend"
+    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    d = load_json(path); fig, ax = plt.subplots(figsize=(8, 4.5))
+    rows = [(k, r) for part in ('models', 'sweep') for k, r in d.get(part, {}).items() if r.get('curve')]
+    for k, r in rows:
+        c = r['curve']
+        ax.plot([p['minutes'] for p in c], [p['val_ndcg@10'] for p in c], label=f"{k}: test {r['ndcg@10']:.3f} ({r['epochs_run']} epochs)")
+    for k, ref in d.get('reference', {}).items():
+        if 'ndcg@10' in ref and k != 'recbole_sasrec': ax.axhline(ref['ndcg@10'], ls=':', c='grey', lw=1)
+    ax.axhline(d['models']['popularity']['ndcg@10'], ls='--', c='k', lw=1, label='popularity (test)')
+    ax.set(xlabel='minutes of training (this CPU)', ylabel='validation NDCG@10', title=d.get('benchmark', '').split(',')[0] + ': validation curves (dotted: published test NDCG@10)')
+    ax.legend(fontsize=7); ax.grid(alpha=.3); fig.tight_layout()
+    out = path.with_name(path.stem + '_curves.png'); fig.savefig(out, dpi=110); print('wrote', out); return out
 
 if __name__ == '__main__': main()
