@@ -170,7 +170,8 @@ def test_resumed_folds_equal_an_uninterrupted_run(out):
     c = run_task('smoke', out=out/'b', resume=b.run_id)
     assert c.run_dir == b.run_dir and c.metrics == a.metrics
 
-SEQ = ['-p', 'source', 'synthetic', '-p', 'synthetic_size', '120', '-p', 'min_item_cnt', '2', '-p', 'min_seq_len', '2',
+SEQ = ['-p', 'source', 'synthetic', '-p', 'synthetic_size', '1500',   # about 0.45 s an epoch (120: under 0.02 s, all 30 done before Ctrl-C lands)
+       '-p', 'min_item_cnt', '2', '-p', 'min_seq_len', '2',
        '-p', 'n_folds', '2', '-p', 'epochs', '30', '-p', 'max_steps', '0', '-p', 'batch_size', '16', '-p', 'hidden_size', '16',
        '-p', 'n_positions', '20', '-p', 'max_val_users', '30', '-p', 'models', 'sasrec', '-p', 'num_threads', '1',
        '-p', 'submission', 'False']
@@ -206,7 +207,7 @@ def test_ner_sigint_after_an_epoch_then_resume_gives_the_uninterrupted_metrics(t
     "ner: Ctrl-C once an epoch checkpoint exists, `--resume latest` continues from it, metrics equal a clean run"
     from recsys_nb import ner
     tiny = ner.make_tiny_encoder(tmp_path/'tiny', hidden_size=32, num_layers=1)
-    syn = make_synthetic('ner', tmp_path/'somd', size=1200, seed=3)     # about 1.5 s an epoch: Ctrl-C lands mid-run
+    syn = make_synthetic('ner', tmp_path/'somd', size=4000, seed=3)     # about 1.5 s an epoch (1200: 0.45 s, too close to a Ctrl-C's own latency): Ctrl-C lands mid-run
     args = ['run', 'ner', '--fold', '0', *NER, '-p', 'model_name', str(tiny), '-p', 'data_dir', str(syn)]
     r = _cli(*args, '--out', str(tmp_path/'clean'))
     assert r.returncode == 0, r.stderr[-3000:]
