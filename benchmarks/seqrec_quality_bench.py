@@ -30,6 +30,7 @@ def main(argv=None):
     ap.add_argument('--dropout', type=float, default=0.2); ap.add_argument('--batch-size', type=int, default=32)
     ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--bert4rec-lr', type=float, default=2e-3)
     ap.add_argument('--bert4rec-epochs', type=int, default=60)
+    ap.add_argument('--weight-decay', type=float, default=TrainConfig.weight_decay, help='AdamW weight decay (recipe: TrainConfig default)')
     ap.add_argument('--mask-prob', type=float, default=0.4)
     ap.add_argument('--precision', default='auto'); ap.add_argument('--max-val-users', type=int, default=1000)
     ap.add_argument('--command', default='', help=argparse.SUPPRESS)
@@ -49,7 +50,7 @@ def main(argv=None):
                                max_val_users=a.max_val_users)
     mc = ModelConfig(hidden_size=a.hidden, n_layers=a.layers, n_heads=a.heads, dropout=a.dropout, n_positions=a.n_positions)
     tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, max_minutes=a.max_minutes, patience=a.patience,
-                     mask_prob=a.mask_prob, precision=a.precision)
+                     mask_prob=a.mask_prob, precision=a.precision, weight_decay=a.weight_decay)
     res = run_seqrec(data, a.models.split(','), mc, tc, device=device, seed=a.seed, exclude_seen=True,
                      train_overrides={'bert4rec': {'lr': a.bert4rec_lr, 'epochs': a.bert4rec_epochs}})
     out = load_json(path) if path.exists() else {}
