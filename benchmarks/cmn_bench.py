@@ -6,6 +6,7 @@ Every model ranks the same candidates (leave-one-out, 1 positive + 100 sampled n
     python benchmarks/cmn_bench.py --dataset ml-100k --folds 0 1 2 3     # one fold per call keeps locked commands short
     python benchmarks/cmn_bench.py --dataset ml-100k --ablation          # fold 0, validation users, one change at a time
                                                                          # (--select-lr: learning rate = best of LR_GRID there)
+    python benchmarks/cmn_bench.py --dataset ml-1m --gmf-sweep          # GMF variants (CMN's initialisation), fold 0
     python benchmarks/cmn_bench.py --dataset ml-100k --speed             # seed-equivalent epoch (full neighbourhoods, 4 negatives)
 
 Results are merged into benchmarks/results/cmn_quality_cpu.json (per fold, then means over the folds present).
@@ -22,6 +23,7 @@ from recsys_nb.cmn import (candidate_scores, Interactions, leave_one_out, split_
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT/'benchmarks'/'results'/'cmn_quality_cpu.json'
 SEED_NOTEBOOK_EPOCH_S = [143, 174]     # the original notebook's CMN epoch on ml-100k, CPU (issue 16)
+SEED_EMBED_SIZE = 50                   # the seed notebook's embedding size (the speed comparison uses it)
 OLD_MODULE_EPOCH_S = 142               # recsys_nb.cmn before this change: 5 epochs in 711 s (benchmarks/results/cmn_ml-100k_cpu.json)
 METRICS = ('hr@1', 'hr@5', 'hr@10', 'ndcg@5', 'ndcg@10')
 
@@ -46,7 +48,8 @@ def prepare(dataset, fold, R):
 def train_gmf(inter, val, R, fold):
     with Timer() as t:
         gmf, h = pretrain_gmf(inter, R['embed_size'], R['pretrain_epochs'], R['pretrain_lr'], R['pretrain_neg'], R['pretrain_batch'],
-                              seed=R['seed'] + fold, val=val, patience=R['patience'], verbose=False)
+                              seed=R['seed'] + fold, val=val, patience=R.get('pretrain_patience', R['patience']), verbose=False,
+                              loss=R.get('pretrain_loss', 'bpr'), bias=R.get('pretrain_bias', False), emb_l2=R.get('pretrain_l2', 0.0))
     return gmf, h, t.seconds
 
 
@@ -57,7 +60,8 @@ def train_cmn(gmf, inter, val, R, fold, **over):
     opt = make_optimizer(model, R['learning_rate'], R['rms_decay'], R['momentum'], R['optimizer'])
     with Timer() as t:
         h = fit(model, inter, opt, R['epochs'], R['neg_count'], R['batch_size'], R['max_neighbors'], R['l2_lambda'], R['grad_clip'],
-                val, R['patience'], R['eval_neighbors'], R['exclude_user'], seed=R['seed'] + fold, precision=R['precision'], verbose=False)
+                val, R['patience'], R['eval_neighbors'], R['exclude_user'], seed=R['seed'] + fold, precision=R['precision'], verbose=False,
+                loss=R.get('cmn_loss', 'bpr'), emb_l2=R.get('emb_l2', 0.0))
     return model, h, t.seconds
 
 
@@ -99,6 +103,33 @@ ABLATION = [  # (name, changes from the recipe) - each row changes one thing
     *[(f'learning rate {lr:g}', {'learning_rate': lr}) for lr in LR_GRID],
 ]
 BLEND_W = (0.1, 0.25, 0.5, 1.0)
+OLD_GMF = {'pretrain_loss': 'bpr', 'pretrain_bias': False, 'pretrain_l2': 0.0, 'pretrain_lr': 3e-3, 'embed_size': 50, 'pretrain_patience': 2}
+P5 = {**OLD_GMF, 'pretrain_patience': 5}
+NEW = {**P5, 'pretrain_loss': 'bce', 'pretrain_bias': True, 'pretrain_l2': 1e-3}
+GMF_SWEEP = [  # (name, GMF settings): the GMF recipe that CMN starts from, from the old one
+    ('old recipe: BPR, no biases, no L2, Adam 3e-3, dim 50, patience 2', OLD_GMF),
+    ('old recipe, patience 5', P5),
+    ('patience 5 + L2 0.001 on the embedding rows', {**P5, 'pretrain_l2': 1e-3}),
+    ('patience 5 + user and item biases', {**P5, 'pretrain_bias': True}),
+    ('patience 5 + log loss (NCF) instead of BPR', {**P5, 'pretrain_loss': 'bce'}),
+    ('log loss + biases + L2 0.001, Adam 1e-3, dim 50', {**NEW, 'pretrain_lr': 1e-3}),
+    ('log loss + biases + L2 0.001, Adam 1e-3, dim 128', {**NEW, 'pretrain_lr': 1e-3, 'embed_size': 128}),
+    ('log loss + biases + L2 0.001, Adam 5e-4, dim 128', {**NEW, 'pretrain_lr': 5e-4, 'embed_size': 128}),
+]
+
+
+def gmf_sweep(dataset, R, on_rows=None):
+    "GMF variants on fold 0: validation HR/NDCG@10 (what chooses) and test HR/NDCG@10 (all users), epochs, seconds"
+    data, val, inter = prepare(dataset, 0, R)
+    rows = []
+    for name, ch in GMF_SWEEP:
+        gmf, h, sec = train_gmf(inter, val, {**R, **ch}, 0)
+        v, t = ranking_report(score_fn(gmf), val), ranking_report(score_fn(gmf), data.test)
+        rows.append({'name': name, 'settings': ch, 'val_hr@10': v['hr@10'], 'val_ndcg@10': v['ndcg@10'], 'test_hr@10': t['hr@10'],
+                     'test_ndcg@10': t['ndcg@10'], 'epochs_run': len(h), 'best_epoch': best_epoch(h), 'seconds': sec})
+        print({k: (round(x, 4) if isinstance(x, float) else x) for k, x in rows[-1].items() if k != 'settings'}, flush=True)
+        if on_rows: on_rows(rows)
+    return {'fold': 0, 'users': f'{len(val)} validation users of fold 0; test: all {len(data.test)} test users', 'machine': machine(), 'rows': rows}
 
 
 def userknn_fn(inter, k=100, shrink=10.0):
@@ -158,7 +189,9 @@ def ablation(dataset, R, names=None, on_rows=None):
 def speed(dataset, R, epochs=2):
     """Epoch time of the seed's epoch definition (every training pair x 4 negatives, full neighbourhoods) and of the recipe,
     and the recipe in bf16 autocast against fp32 (this CPU has AVX512-BF16): seconds per epoch and validation HR@10 after
-    `epochs` epochs, fp32 and bf16 interleaved epoch by epoch so that both see the same machine load"""
+    `epochs` epochs, fp32 and bf16 interleaved epoch by epoch so that both see the same machine load. At the seed's
+    embedding size (50), whatever the recipe's: the comparison with the seed notebook's epoch is like for like"""
+    R = {**R, 'embed_size': SEED_EMBED_SIZE}
     data, val, inter = prepare(dataset, 0, R)
     gmf, _, _ = train_gmf(inter, val, R, 0)
     out = {}
@@ -208,6 +241,14 @@ def markdown(res:dict)->str:
                     f"({c['best_val_itemknn']['test_gain_over_gmf']:+.4f}), + UserKNN {c['best_val_userknn']['test_hr@10']:.4f} "
                     f"({c['best_val_userknn']['test_gain_over_gmf']:+.4f})."]
         out.append('')
+    for ds in ('ml-100k', 'ml-1m'):
+        g = res.get(ds, {}).get('gmf_sweep')
+        if not g: continue
+        out += [f"**GMF recipe, {ds}**, fold 0, {g['users']}; `{g['command']}`:\n",
+                '| GMF | val HR@10 | val NDCG@10 | test HR@10 | test NDCG@10 | best epoch / run | seconds |\n|---|---|---|---|---|---|---|']
+        out += [f"| {r['name']} | {r['val_hr@10']:.4f} | {r['val_ndcg@10']:.4f} | {r['test_hr@10']:.4f} | {r['test_ndcg@10']:.4f} | "
+                f"{r['best_epoch']} / {r['epochs_run']} | {r['seconds']:.0f} |" for r in g['rows']]
+        out.append('')
     out.append('| data | model | HR@10 | NDCG@10 | minutes / fold | folds |\n|---|---|---|---|---|---|')
     for ds in ('ml-100k', 'ml-1m'):
         m = res.get(ds, {}).get('mean', {})
@@ -221,6 +262,7 @@ def main():
     ap.add_argument('--dataset', default='ml-100k'); ap.add_argument('--folds', type=int, nargs='*', default=[])
     ap.add_argument('--ablation', action='store_true'); ap.add_argument('--only', nargs='*', default=None, help='ablation rows whose name contains one of these')
     ap.add_argument('--select-lr', action='store_true', help=f'with --ablation: use the best of {LR_GRID} on the validation users for the folds')
+    ap.add_argument('--gmf-sweep', action='store_true', help='GMF variants on fold 0 (the initialisation CMN starts from)')
     ap.add_argument('--speed', action='store_true'); ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--out', default=str(OUT))
     ap.add_argument('--markdown', action='store_true', help='print the tables of the JSON (as in nbs/20_cmn.ipynb) and stop')
@@ -249,6 +291,9 @@ def main():
         if a.select_lr and ds['ablation']['selected_learning_rate'] != R['learning_rate']:
             R['learning_rate'] = ds['ablation']['selected_learning_rate']
             print('selected learning rate', R['learning_rate'], '- set it as the default in nbs/tasks/cmn.ipynb', flush=True)
+    if a.gmf_sweep:
+        def save_sweep(rows): ds['gmf_sweep'] = {'rows': rows, 'command': cmd, 'complete': False}; save_json(res, out)
+        ds['gmf_sweep'] = {**gmf_sweep(a.dataset, R, save_sweep), 'command': cmd, 'complete': True}; save_json(res, out)
     if a.speed: ds['speed'] = {**speed(a.dataset, R), 'command': cmd}; save_json(res, out)
     for fold in a.folds:
         ds.setdefault('folds', {})[str(fold)] = {**run_fold(a.dataset, fold, R), 'command': cmd, 'recipe': dict(R),
