@@ -227,7 +227,7 @@ def markdown(res:dict)->str:
         a = res.get(ds, {}).get('ablation')
         if not a: continue
         cmds = list(dict.fromkeys(r.get('command') or a['command'] for r in a['rows']))
-        out += [f"**{ds}**, {a['users']}; " + '; '.join(f'`{c}`' for c in cmds) + ':\n',
+        out += [f"**{ds}**, {a['users']}; " + '; '.join(f'`{c}`' for c in cmds) + (f"; {a['note']}" if a.get('note') else '') + ':\n',
                 '| configuration | val HR@10 | val NDCG@10 | best epoch / run | s per epoch |\n|---|---|---|---|---|']
         for r in a['rows']:
             eps = r.get('epoch_seconds')
