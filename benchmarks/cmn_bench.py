@@ -48,8 +48,8 @@ def prepare(dataset, fold, R):
 def train_gmf(inter, val, R, fold):
     with Timer() as t:
         gmf, h = pretrain_gmf(inter, R['embed_size'], R['pretrain_epochs'], R['pretrain_lr'], R['pretrain_neg'], R['pretrain_batch'],
-                              seed=R['seed'] + fold, val=val, patience=R.get('pretrain_patience', R['patience']), verbose=False,
-                              loss=R.get('pretrain_loss', 'bpr'), bias=R.get('pretrain_bias', False), emb_l2=R.get('pretrain_l2', 0.0))
+                              seed=R['seed'] + fold, val=val, patience=R['pretrain_patience'], verbose=False,
+                              loss=R['pretrain_loss'], bias=R['pretrain_bias'], emb_l2=R['pretrain_l2'])
     return gmf, h, t.seconds
 
 
@@ -61,7 +61,7 @@ def train_cmn(gmf, inter, val, R, fold, **over):
     with Timer() as t:
         h = fit(model, inter, opt, R['epochs'], R['neg_count'], R['batch_size'], R['max_neighbors'], R['l2_lambda'], R['grad_clip'],
                 val, R['patience'], R['eval_neighbors'], R['exclude_user'], seed=R['seed'] + fold, precision=R['precision'], verbose=False,
-                loss=R.get('cmn_loss', 'bpr'), emb_l2=R.get('emb_l2', 0.0))
+                loss=R['cmn_loss'], emb_l2=R['emb_l2'])
     return model, h, t.seconds
 
 
