@@ -270,9 +270,9 @@ class SeqData:
     vocab: ItemVocab
     train: Seqs # training sequences (one per training user)
     test_users: np.ndarray # ids of the evaluated users
-    test_hist: Seqs # their model input
+    test_hist: Seqs # their histories (the model reads the last `n_positions`; all of it counts as seen)
     test_targets: list # their relevant tokens (one array per user)
-    val_hist: Seqs # validation users' input
+    val_hist: Seqs # validation users' histories
     val_targets: list # validation targets
     info: dict = field(default_factory=dict) # counts for the report
     warnings: list = field(default_factory=list) # data warnings (see below), for metrics.json
@@ -395,12 +395,12 @@ def prepare_loo(ratings:pl.DataFrame, # user_id, item_id, timestamp (any rating)
     vocab = ItemVocab.build(ev['item_id'])
     seq = vocab.encode_col(ev.lazy(), 'item_id').group_by('user_id', maintain_order=True).agg(pl.col('token')).collect()
     t, n = pl.col('token'), pl.col('token').list.len()
-    seq = seq.with_columns(train=t.list.head(n - 2).list.tail(n_positions), val_in=t.list.head(n - 2).list.tail(n_positions),
-                           val_y=t.list.slice(-2, 1), test_in=t.list.head(n - 1).list.tail(n_positions), test_y=t.list.tail(1))
+    seq = seq.with_columns(train=t.list.head(n - 2).list.tail(n_positions + 1), val_in=t.list.head(n - 2),   # SASRec: n_positions inputs + the next item
+                           val_y=t.list.slice(-2, 1), test_in=t.list.head(n - 1), test_y=t.list.tail(1))
     users = seq['user_id'].to_numpy()
     if len(users) < n_folds: raise ValueError(f'only {len(users)} users have {max(min_seq_len, 3)} or more interactions after the filters, fewer than n_folds={n_folds}')
     in_fold = _fold_mask(users, fold, n_folds, seed)
-    vocab.counts = np.bincount(seq['train'].explode().drop_nulls().to_numpy(), minlength=len(vocab))[N_SPECIAL:]
+    vocab.counts = np.bincount(seq['val_in'].explode().drop_nulls().to_numpy(), minlength=len(vocab))[N_SPECIAL:]   # all training actions
     val_idx = np.flatnonzero(in_fold)[:max_val_users] if max_val_users else np.zeros(0, np.int64)
     te, va = seq.filter(pl.Series(in_fold)), seq[val_idx]
     return SeqData(vocab, Seqs.from_lists(seq['train']), users[in_fold], Seqs.from_lists(te['test_in']), _lists_to_targets(te['test_y']),
@@ -721,10 +721,11 @@ def recommend(model:SeqRecModel, hist:Seqs, # trained model and the users' histo
     device = get_device(device) if isinstance(device, str) else device
     model.to(device).eval(); out = []
     for s in range(0, len(hist), batch_size):
-        ids = pad_left(hist, np.arange(s, min(s + batch_size, len(hist))), model.cfg.n_positions,
-                       append=None if model.causal else MASK).to(device)
+        rows = np.arange(s, min(s + batch_size, len(hist)))
+        ids = pad_left(hist, rows, model.cfg.n_positions, append=None if model.causal else MASK).to(device)
         with autocast(device, precision): sc = model.scores(model(ids)[:, -1])
-        out.append(_topk_masked(sc, ids, k, exclude_seen).cpu())
+        seen = pad_left(hist, rows, int(hist.lengths[rows].max(initial=1))).to(device) if exclude_seen else ids   # the whole history
+        out.append(_topk_masked(sc, seen, k, exclude_seen).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, k), np.int64)
 
 def recommend_popular(counts:np.ndarray, # training count per token (`ItemVocab.popularity`)
