@@ -714,6 +714,10 @@ def _topk_masked(scores:torch.Tensor, ids:torch.Tensor, k:int, exclude_seen:bool
     scores[:, :N_SPECIAL] = -torch.inf
     return scores.topk(min(k, scores.shape[1] - N_SPECIAL), dim=1).indices
 
+def _whole(hist:Seqs, rows:np.ndarray)->torch.Tensor:
+    "The whole histories of `rows`, left-padded (what counts as seen)"
+    return pad_left(hist, rows, int(hist.lengths[rows].max(initial=1)))
+
 @torch.no_grad()
 def recommend(model:SeqRecModel, hist:Seqs, # trained model and the users' histories
               k:int=100, exclude_seen:bool=True, batch_size:int=512, device='cpu', precision:str='auto')->np.ndarray:
@@ -724,7 +728,7 @@ def recommend(model:SeqRecModel, hist:Seqs, # trained model and the users' histo
         rows = np.arange(s, min(s + batch_size, len(hist)))
         ids = pad_left(hist, rows, model.cfg.n_positions, append=None if model.causal else MASK).to(device)
         with autocast(device, precision): sc = model.scores(model(ids)[:, -1])
-        seen = pad_left(hist, rows, int(hist.lengths[rows].max(initial=1))).to(device) if exclude_seen else ids   # the whole history
+        seen = _whole(hist, rows).to(device) if exclude_seen else ids
         out.append(_topk_masked(sc, seen, k, exclude_seen).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, k), np.int64)
 
@@ -733,7 +737,7 @@ def recommend_popular(counts:np.ndarray, # training count per token (`ItemVocab.
     "Most popular tokens per history [len(hist), k], seen ones optionally excluded"
     c = torch.as_tensor(counts, dtype=torch.float32); out = []
     for s in range(0, len(hist), batch_size):
-        ids = pad_left(hist, np.arange(s, min(s + batch_size, len(hist))), int(hist.lengths.max(initial=1)))
+        ids = _whole(hist, np.arange(s, min(s + batch_size, len(hist))))
         out.append(_topk_masked(c.expand(len(ids), -1).clone(), ids, k, exclude_seen))
     return torch.cat(out).numpy() if out else np.zeros((0, k), np.int64)
 
