@@ -8,6 +8,7 @@ Every model ranks the same candidates (leave-one-out, 1 positive + 100 sampled n
                                                                          # (--select-lr: learning rate = best of LR_GRID there)
     python benchmarks/cmn_bench.py --dataset ml-1m --gmf-sweep          # GMF variants (CMN's initialisation), fold 0
     python benchmarks/cmn_bench.py --dataset ml-100k --speed             # seed-equivalent epoch (full neighbourhoods, 4 negatives)
+    python benchmarks/cmn_bench.py --dataset ml-1m --folds 0 1 2 3 --gmf-recipe sgd   # the same with Rendle et al.'s SGD GMF
 
 Results are merged into benchmarks/results/cmn_quality_cpu.json (per fold, then means over the folds present).
 """
@@ -18,7 +19,7 @@ from recsys_nb.core import seed_everything, save_json, load_json, Timer, set_thr
 from recsys_nb.data import load_movielens
 from recsys_nb.metrics import sampled_ranking_report
 from recsys_nb.cmn import (candidate_scores, Interactions, leave_one_out, split_validation, pretrain_gmf, cmn_from_gmf, make_optimizer, fit,
-                           score_fn, ranking_report, itemknn_fn, popularity_fn, best_epoch)
+                           score_fn, ranking_report, itemknn_fn, popularity_fn, best_epoch, recipe_kwargs)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT/'benchmarks'/'results'/'cmn_quality_cpu.json'
@@ -47,21 +48,17 @@ def prepare(dataset, fold, R):
 
 def train_gmf(inter, val, R, fold):
     with Timer() as t:
-        gmf, h = pretrain_gmf(inter, R['embed_size'], R['pretrain_epochs'], R['pretrain_lr'], R['pretrain_neg'], R['pretrain_batch'],
-                              seed=R['seed'] + fold, val=val, patience=R['pretrain_patience'], verbose=False,
-                              loss=R['pretrain_loss'], bias=R['pretrain_bias'], emb_l2=R['pretrain_l2'])
+        gmf, h = pretrain_gmf(inter, **recipe_kwargs(R)['gmf_kw'], seed=R['seed'] + fold, val=val, verbose=False)
     return gmf, h, t.seconds
 
 
 def train_cmn(gmf, inter, val, R, fold, **over):
-    R = {**R, **over}
+    kw = recipe_kwargs({**R, **over})
     torch.manual_seed(R['seed'] + fold)
-    model = cmn_from_gmf(gmf, R['hops'], R['memory_scale'], R['gmf_term'], R['output_memory'])
-    opt = make_optimizer(model, R['learning_rate'], R['rms_decay'], R['momentum'], R['optimizer'])
+    model = cmn_from_gmf(gmf, **kw['cmn_kw'])
+    opt = make_optimizer(model, **kw['opt_kw'])
     with Timer() as t:
-        h = fit(model, inter, opt, R['epochs'], R['neg_count'], R['batch_size'], R['max_neighbors'], R['l2_lambda'], R['grad_clip'],
-                val, R['patience'], R['eval_neighbors'], R['exclude_user'], seed=R['seed'] + fold, precision=R['precision'], verbose=False,
-                loss=R['cmn_loss'], emb_l2=R['emb_l2'])
+        h = fit(model, inter, opt, val=val, seed=R['seed'] + fold, precision=over.get('precision', R['precision']), verbose=False, **kw['fit_kw'])
     return model, h, t.seconds
 
 
@@ -103,9 +100,15 @@ ABLATION = [  # (name, changes from the recipe) - each row changes one thing
     *[(f'learning rate {lr:g}', {'learning_rate': lr}) for lr in LR_GRID],
 ]
 BLEND_W = (0.1, 0.25, 0.5, 1.0)
-OLD_GMF = {'pretrain_loss': 'bpr', 'pretrain_bias': False, 'pretrain_l2': 0.0, 'pretrain_lr': 3e-3, 'embed_size': 50, 'pretrain_patience': 2}
+ADAM = {'pretrain_optimizer': 'adam', 'pretrain_example_l2': 0.0, 'pretrain_init_std': 0.01, 'pretrain_neg': 4, 'pretrain_batch': 1024,
+        'pretrain_epochs': 60, 'pretrain_keep_best': True}
+OLD_GMF = {**ADAM, 'pretrain_loss': 'bpr', 'pretrain_bias': False, 'pretrain_l2': 0.0, 'pretrain_lr': 3e-3, 'embed_size': 50, 'pretrain_patience': 2}
 P5 = {**OLD_GMF, 'pretrain_patience': 5}
 NEW = {**P5, 'pretrain_loss': 'bce', 'pretrain_bias': True, 'pretrain_l2': 1e-3}
+SGD_GRID = [(0.02, 64, 30), (0.02, 128, 30)]   # (learning rate per example, dim, epochs)
+SGD_RECIPE = {'pretrain_optimizer': 'sgd', 'pretrain_loss': 'example', 'pretrain_bias': True, 'pretrain_l2': 0.0, 'pretrain_example_l2': 0.005,
+              'pretrain_init_std': 0.1, 'pretrain_neg': 8, 'pretrain_batch': 4096, 'pretrain_lr': 0.02, 'embed_size': 64, 'pretrain_epochs': 30,
+              'pretrain_patience': 0, 'pretrain_keep_best': False}   # --gmf-recipe sgd: the best SGD row of the ml-1m GMF sweep (CMN at its 64 dims)
 GMF_SWEEP = [  # (name, GMF settings): the GMF recipe that CMN starts from, from the old one
     ('old recipe: BPR, no biases, no L2, Adam 3e-3, dim 50, patience 2', OLD_GMF),
     ('old recipe, patience 5', P5),
@@ -115,14 +118,20 @@ GMF_SWEEP = [  # (name, GMF settings): the GMF recipe that CMN starts from, from
     ('log loss + biases + L2 0.001, Adam 1e-3, dim 50', {**NEW, 'pretrain_lr': 1e-3}),
     ('log loss + biases + L2 0.001, Adam 1e-3, dim 128', {**NEW, 'pretrain_lr': 1e-3, 'embed_size': 128}),
     ('log loss + biases + L2 0.001, Adam 5e-4, dim 128', {**NEW, 'pretrain_lr': 5e-4, 'embed_size': 128}),
+    *[(f'SGD per example (Rendle et al.): lr {lr:g}, L2 0.005 per example, 8 negatives, std 0.1, dim {d}, {ep} epochs, '
+       + ('best validation epoch' if keep else 'last epoch'),
+       {'pretrain_optimizer': 'sgd', 'pretrain_loss': 'example', 'pretrain_bias': True, 'pretrain_l2': 0.0, 'pretrain_example_l2': 0.005,
+        'pretrain_init_std': 0.1, 'pretrain_neg': 8, 'pretrain_batch': 4096, 'pretrain_lr': lr, 'embed_size': d, 'pretrain_epochs': ep,
+        'pretrain_patience': 0, 'pretrain_keep_best': keep}) for lr, d, ep in SGD_GRID for keep in (False, True)],
 ]
 
 
-def gmf_sweep(dataset, R, on_rows=None):
+def gmf_sweep(dataset, R, on_rows=None, names=None):
     "GMF variants on fold 0: validation HR/NDCG@10 (what chooses) and test HR/NDCG@10 (all users), epochs, seconds"
     data, val, inter = prepare(dataset, 0, R)
     rows = []
     for name, ch in GMF_SWEEP:
+        if names and not any(n in name for n in names): continue
         gmf, h, sec = train_gmf(inter, val, {**R, **ch}, 0)
         v, t = ranking_report(score_fn(gmf), val), ranking_report(score_fn(gmf), data.test)
         rows.append({'name': name, 'settings': ch, 'val_hr@10': v['hr@10'], 'val_ndcg@10': v['ndcg@10'], 'test_hr@10': t['hr@10'],
@@ -244,7 +253,8 @@ def markdown(res:dict)->str:
     for ds in ('ml-100k', 'ml-1m'):
         g = res.get(ds, {}).get('gmf_sweep')
         if not g: continue
-        out += [f"**GMF recipe, {ds}**, fold 0, {g['users']}; `{g['command']}`:\n",
+        cmds = list(dict.fromkeys(r.get('command') or g['command'] for r in g['rows']))
+        out += [f"**GMF recipe, {ds}**, fold 0, {g['users']}; " + '; '.join(f'`{c}`' for c in cmds) + ':\n',
                 '| GMF | val HR@10 | val NDCG@10 | test HR@10 | test NDCG@10 | best epoch / run | seconds |\n|---|---|---|---|---|---|---|']
         out += [f"| {r['name']} | {r['val_hr@10']:.4f} | {r['val_ndcg@10']:.4f} | {r['test_hr@10']:.4f} | {r['test_ndcg@10']:.4f} | "
                 f"{r['best_epoch']} / {r['epochs_run']} | {r['seconds']:.0f} |" for r in g['rows']]
@@ -254,16 +264,21 @@ def markdown(res:dict)->str:
         m = res.get(ds, {}).get('mean', {})
         for name in ('cmn', 'gmf', 'itemknn', 'popularity'):
             if name in m: out.append(f"| {ds} | {name} | {m[name]['hr@10']:.4f} | {m[name]['ndcg@10']:.4f} | {m[name]['minutes']:.2f} | {len(m[name]['folds'])} |")
+        m = res.get(ds, {}).get('sgd_gmf', {}).get('mean', {})
+        for name, label in (('gmf', 'GMF by per-example SGD (Rendle et al.), 64 dims'), ('cmn', 'CMN from that GMF')):
+            if name in m: out.append(f"| {ds} | {label} | {m[name]['hr@10']:.4f} | {m[name]['ndcg@10']:.4f} | {m[name]['minutes']:.2f} | {len(m[name]['folds'])} |")
     return '\n'.join(out)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--dataset', default='ml-100k'); ap.add_argument('--folds', type=int, nargs='*', default=[])
-    ap.add_argument('--ablation', action='store_true'); ap.add_argument('--only', nargs='*', default=None, help='ablation rows whose name contains one of these')
+    ap.add_argument('--ablation', action='store_true'); ap.add_argument('--only', nargs='*', default=None, help='ablation / GMF sweep rows whose name contains one of these')
     ap.add_argument('--select-lr', action='store_true', help=f'with --ablation: use the best of {LR_GRID} on the validation users for the folds')
     ap.add_argument('--gmf-sweep', action='store_true', help='GMF variants on fold 0 (the initialisation CMN starts from)')
     ap.add_argument('--speed', action='store_true'); ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--gmf-recipe', default='pipeline', choices=('pipeline', 'sgd'),
+                    help="with --folds: 'sgd' pretrains GMF with Rendle et al.'s per-example SGD (SGD_RECIPE) and stores the folds under <dataset>.sgd_gmf")
     ap.add_argument('--out', default=str(OUT))
     ap.add_argument('--markdown', action='store_true', help='print the tables of the JSON (as in nbs/20_cmn.ipynb) and stop')
     a = ap.parse_args()
@@ -291,14 +306,21 @@ def main():
         if a.select_lr and ds['ablation']['selected_learning_rate'] != R['learning_rate']:
             R['learning_rate'] = ds['ablation']['selected_learning_rate']
             print('selected learning rate', R['learning_rate'], '- set it as the default in nbs/tasks/cmn.ipynb', flush=True)
-    if a.gmf_sweep:
-        def save_sweep(rows): ds['gmf_sweep'] = {'rows': rows, 'command': cmd, 'complete': False}; save_json(res, out)
-        ds['gmf_sweep'] = {**gmf_sweep(a.dataset, R, save_sweep), 'command': cmd, 'complete': True}; save_json(res, out)
+    if a.gmf_sweep:   # with --only, the rows not rerun stay as measured before (each names its command)
+        prev = ds.get('gmf_sweep', {}); before = [{**r, 'command': r.get('command', prev.get('command'))} for r in prev.get('rows', [])] if a.only else []
+        def merged_sweep(rows):
+            rows = [{**r, 'command': cmd} for r in rows]; names = {r['name'] for r in rows}; order = [n for n, _ in GMF_SWEEP]
+            return sorted([r for r in before if r['name'] not in names] + rows, key=lambda r: order.index(r['name']) if r['name'] in order else len(order))
+        def save_sweep(rows): ds['gmf_sweep'] = {**prev, 'rows': merged_sweep(rows), 'command': cmd, 'complete': False}; save_json(res, out)
+        new = gmf_sweep(a.dataset, R, save_sweep, a.only)
+        ds['gmf_sweep'] = {**new, 'rows': merged_sweep(new['rows']), 'command': cmd, 'complete': True}; save_json(res, out)
     if a.speed: ds['speed'] = {**speed(a.dataset, R), 'command': cmd}; save_json(res, out)
+    part = ds if a.gmf_recipe == 'pipeline' else ds.setdefault('sgd_gmf', {'gmf_recipe': SGD_RECIPE})
+    if a.gmf_recipe == 'sgd': R = {**R, **SGD_RECIPE}
     for fold in a.folds:
-        ds.setdefault('folds', {})[str(fold)] = {**run_fold(a.dataset, fold, R), 'command': cmd, 'recipe': dict(R),
-                                                 'date_utc': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
-        ds['mean'] = summarize(ds)
+        part.setdefault('folds', {})[str(fold)] = {**run_fold(a.dataset, fold, R), 'command': cmd, 'recipe': dict(R),
+                                                   'date_utc': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
+        part['mean'] = summarize(part)
         save_json(res, out)
     print('wrote', out)
 

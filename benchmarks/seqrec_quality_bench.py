@@ -32,6 +32,8 @@ def main(argv=None):
     ap.add_argument('--bert4rec-epochs', type=int, default=60)
     ap.add_argument('--weight-decay', type=float, default=TrainConfig.weight_decay, help='AdamW weight decay (recipe: TrainConfig default)')
     ap.add_argument('--mask-prob', type=float, default=0.4)
+    ap.add_argument('--block', default=ModelConfig.block, help='transformer block: pre_ln (recipe) or sasrec (the original SASRec block)')
+    ap.add_argument('--schedule', default=TrainConfig.schedule, help='learning rate after the warm-up: linear (recipe) or constant (SASRec+)')
     ap.add_argument('--precision', default='auto'); ap.add_argument('--max-val-users', type=int, default=1000)
     ap.add_argument('--command', default='', help=argparse.SUPPRESS)
     ap.add_argument('--seed', type=int, default=42); ap.add_argument('--tag', default='', help='store as a sweep point under this name')
@@ -48,9 +50,11 @@ def main(argv=None):
     path = Path(a.out or Path(__file__).parent/'results'/f'seqrec_{a.data}_quality_{device.type}.json')
     data, _ = load_seqrec_data(a.data, n_positions=a.n_positions, min_item_cnt=5, min_seq_len=5, n_folds=1, seed=a.seed,
                                max_val_users=a.max_val_users)
-    mc = ModelConfig(hidden_size=a.hidden, n_layers=a.layers, n_heads=a.heads, dropout=a.dropout, n_positions=a.n_positions)
+    mc = ModelConfig(hidden_size=a.hidden, n_layers=a.layers, n_heads=a.heads, dropout=a.dropout, n_positions=a.n_positions,
+                     block=a.block)
     tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, max_minutes=a.max_minutes, patience=a.patience,
-                     mask_prob=a.mask_prob, precision=a.precision, weight_decay=a.weight_decay)
+                     mask_prob=a.mask_prob, precision=a.precision, weight_decay=a.weight_decay,
+                     schedule=a.schedule)
     res = run_seqrec(data, a.models.split(','), mc, tc, device=device, seed=a.seed, exclude_seen=True,
                      train_overrides={'bert4rec': {'lr': a.bert4rec_lr, 'epochs': a.bert4rec_epochs}})
     out = load_json(path) if path.exists() else {}

@@ -22,12 +22,12 @@ from .data import register_synthetic, assign_folds
 from .metrics import sampled_ranking_report
 
 # %% auto #0
-__all__ = ['Candidates', 'CMNData', 'load_cmn_npz', 'save_cmn_npz', 'synthetic_cmn', 'sample_untouched', 'leave_one_out',
-           'split_validation', 'Interactions', 'Hood', 'epoch_batches', 'bpr_loss', 'logistic_loss', 'pair_loss', 'GMF',
-           'memory_scores', 'segment_softmax', 'memory_read', 'CMN', 'score_fn', 'batch_loss', 'candidate_scores',
-           'ranking_report', 'eval_table', 'seed_log', 'save_cmn_weights', 'load_cmn_weights', 'best_epoch', 'fit',
-           'make_optimizer', 'pretrain_gmf', 'cmn_from_gmf', 'run_cmn', 'popularity_fn', 'itemknn_fn',
-           'plot_cmn_history', 'plot_at_k']
+__all__ = ['LOSSES', 'Candidates', 'CMNData', 'load_cmn_npz', 'save_cmn_npz', 'synthetic_cmn', 'sample_untouched',
+           'leave_one_out', 'split_validation', 'Interactions', 'Hood', 'epoch_batches', 'bpr_loss', 'logistic_loss',
+           'example_loss', 'pair_loss', 'GMF', 'memory_scores', 'segment_softmax', 'memory_read', 'CMN', 'score_fn',
+           'batch_loss', 'candidate_scores', 'ranking_report', 'eval_table', 'seed_log', 'save_cmn_weights',
+           'load_cmn_weights', 'best_epoch', 'fit', 'make_optimizer', 'pretrain_gmf', 'cmn_from_gmf', 'run_cmn',
+           'recipe_kwargs', 'popularity_fn', 'itemknn_fn', 'plot_cmn_history', 'plot_at_k']
 
 # %% ../nbs/20_cmn.ipynb #31519914
 @dataclass
@@ -365,13 +365,16 @@ def epoch_batches(inter:Interactions, # the training index
                   batch_size:int=1024, # positive pairs per batch
                   gen:torch.Generator|None=None # generator on the device
                  ):
-    "Yield `(users[B], pos[B], neg[B, neg_count])` batches covering every training pair once"
+    """Yield `(users[B], pos[B], neg[B, neg_count])` batches covering every training pair once; the batches are as
+    equal as they can be (sizes differ by at most one, at most `batch_size`): no small last batch, so a per-example
+    learning rate (`make_optimizer(..., 'sgd')`) holds for every batch"""
     gen = gen if gen is not None else torch.Generator(inter.device)
     n = len(inter)
     perm = torch.randperm(n, generator=gen, device=inter.device)
     u, i = inter.users[perm], inter.items[perm]
     neg = inter.sample_negatives(u.repeat_interleave(neg_count), gen).view(n, neg_count)
-    for s in range(0, n, batch_size): yield u[s:s+batch_size], i[s:s+batch_size], neg[s:s+batch_size]
+    k = max(1, math.ceil(n / batch_size)); ends = [j * n // k for j in range(k + 1)]
+    for s, e in zip(ends[:-1], ends[1:]): yield u[s:e], i[s:e], neg[s:e]
 
 # %% ../nbs/20_cmn.ipynb #f9fd2708
 def bpr_loss(pos:torch.Tensor, # [B] scores of the positives
@@ -387,18 +390,26 @@ def logistic_loss(pos:torch.Tensor, # [B] scores of the positives
     "NCF's pointwise log loss: mean `-log sigmoid(pos)` plus mean `-log sigmoid(-neg)` (positives and negatives weigh the same)"
     return F.softplus(-pos).mean() + F.softplus(neg).mean()
 
+def example_loss(pos:torch.Tensor, # [B] scores of the positives
+                 neg:torch.Tensor # [B, K] scores of their negatives
+                )->torch.Tensor:
+    """Log loss in which every (user, item) example weighs the same (Rendle et al. 2020's MF, NCF's training instances):
+    per positive the sum of its 1 + K example losses, mean over the positives"""
+    return (F.softplus(-pos) + F.softplus(neg).sum(-1)).mean()
+
+LOSSES = {'bpr': bpr_loss, 'bce': logistic_loss, 'example': example_loss}
+
 def pair_loss(pos, neg, loss:str='bpr')->torch.Tensor:
-    "`bpr_loss` ('bpr') or `logistic_loss` ('bce') of a batch's scores"
-    if loss == 'bpr': return bpr_loss(pos, neg)
-    if loss == 'bce': return logistic_loss(pos, neg)
-    raise ValueError(f"loss must be 'bpr' or 'bce', got {loss!r}")
+    "`bpr_loss` ('bpr'), `logistic_loss` ('bce') or `example_loss` ('example') of a batch's scores"
+    if loss not in LOSSES: raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    return LOSSES[loss](pos, neg)
 
 class GMF(nn.Module):
     "Generalised matrix factorisation: `h . (p_u * q_i)`, optionally `+ b_u + b_i` (user and item biases)"
-    def __init__(self, n_users:int, n_items:int, dim:int=50, bias:bool=False):
+    def __init__(self, n_users:int, n_items:int, dim:int=50, bias:bool=False, init_std:float=0.01):
         super().__init__()
         self.user, self.item = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
-        nn.init.normal_(self.user.weight, std=0.01); nn.init.normal_(self.item.weight, std=0.01)
+        nn.init.normal_(self.user.weight, std=init_std); nn.init.normal_(self.item.weight, std=init_std)
         self.h = nn.Linear(dim, 1, bias=False); nn.init.ones_(self.h.weight)
         self.user_bias = self.item_bias = None
         if bias:
@@ -549,8 +560,10 @@ def batch_loss(model:nn.Module, # `CMN` or `GMF` (or either wrapped in Distribut
                max_neighbors:int=0, item_users:torch.Tensor|None=None, # cap and (shuffled) CSR of this epoch
                l2:float=0.0, # L2 on the CMN weights of `l2_weights()`
                exclude_user:bool=True, # leave the user out of its items' neighbourhoods (False: the seed's leak)
-               loss:str='bpr', # 'bpr' (pairwise) or 'bce' (NCF's pointwise log loss, see `pair_loss`)
-               emb_l2:float=0.0 # L2 on the batch's user and item embedding rows (`embeddings()`): mean squared norms
+               loss:str='bpr', # 'bpr' (pairwise), 'bce' (NCF's pointwise log loss) or 'example' (see `pair_loss`)
+               emb_l2:float=0.0, # L2 on the batch's user and item embedding rows (`embeddings()`): mean squared norms
+               example_l2:float=0.0 # L2 per training example (Rendle et al.): `example_l2 / 2 * (|p_u|^2 + |q_i|^2 + b_u^2 + b_i^2)`
+                                    # for each of the 1 + K examples of a positive, mean over positives (frequent rows shrink more)
               )->torch.Tensor:
     "The loss of one batch (a 0-d tensor; run it inside the autocast of `Stepper`)"
     B, K = neg.shape
@@ -564,6 +577,10 @@ def batch_loss(model:nn.Module, # `CMN` or `GMF` (or either wrapped in Distribut
         ue, ie = net.embeddings()
         sq = lambda w: w.float().pow(2).sum(-1).mean()
         out = out + emb_l2 * (sq(ue(users)) + sq(ie(pos)) + sq(ie(neg)))
+    if example_l2:
+        ss = lambda e, idx: 0 if e is None else e(idx).float().pow(2).sum()
+        ue, ie = net.embeddings(); ub, ib = getattr(net, 'user_bias', None), getattr(net, 'item_bias', None)
+        out = out + example_l2 / 2 * ((K + 1) * (ss(ue, users) + ss(ub, users)) + ss(ie, pi) + ss(ib, pi)) / B
     return out
 
 # %% ../nbs/20_cmn.ipynb #150bbfe6
@@ -613,9 +630,10 @@ def load_cmn_weights(path:str|Path, model:nn.Module)->dict:
 
 # %% ../nbs/20_cmn.ipynb #28aaca7f
 def best_epoch(history:list[dict])->int|None:
-    "The epoch whose weights `fit` keeps (the first best validation HR@10); None without validation"
+    "The epoch whose weights `fit` kept (the first best validation HR@10, or the last with `keep_best=False`); None without validation"
     hr = [h.get('val_hr@10') for h in history]
     if not hr or hr[0] is None: return None
+    if any('best' in h for h in history): return next((h['epoch'] for h in history if h.get('best')), None)
     return history[int(np.argmax(hr))]['epoch']
 
 def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
@@ -634,8 +652,10 @@ def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
         ckpt_dir:str|Path|None=None, # training state after every epoch, and the kept epoch's weights (None: off)
         resume:bool=False, # continue after the checkpoint in `ckpt_dir`
         precision:str='auto', verbose:bool=True, desc:str='cmn',
-        loss:str='bpr', # 'bpr' or 'bce' (see `pair_loss`)
-        emb_l2:float=0.0 # L2 on the batch's embedding rows (see `batch_loss`)
+        loss:str='bpr', # 'bpr', 'bce' or 'example' (see `pair_loss`)
+        emb_l2:float=0.0, # L2 on the batch's embedding rows (see `batch_loss`)
+        example_l2:float=0.0, # L2 per training example (see `batch_loss`)
+        keep_best:bool=True # restore the best validation epoch (False: keep the last one, a fixed epoch budget)
        )->list[dict]:
     "Train with BPR (or the log loss) on the training core, restore the best validation epoch; one dict per epoch (loss, seconds, validation hr/ndcg@k, best)"
     dev, is_cmn = inter.device, isinstance(model, CMN)
@@ -658,7 +678,7 @@ def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
             for bu, bp, bn in batch_progress(it, f'{desc} epoch {ep}', verbose, total=n_batches):
                 if len(bu) < world_size(): continue      # too small to share: skipped by every process
                 bu, bp, bn = shard(bu), shard(bp), shard(bn)
-                with stepper.autocast(): bl = batch_loss(stepper.model, bu, bp, bn, inter, max_neighbors, iu, l2, exclude_user, loss, emb_l2)
+                with stepper.autocast(): bl = batch_loss(stepper.model, bu, bp, bn, inter, max_neighbors, iu, l2, exclude_user, loss, emb_l2, example_l2)
                 losses.append(stepper.backward(bl, len(bu))[0])
         rec = {'epoch': ep, 'loss': float(np.mean(losses)) if losses else float('nan'), 'seconds': tm.seconds}
         if has_val:
@@ -670,19 +690,24 @@ def fit(model:nn.Module, # `CMN` or `GMF`, already on the device
         history.append(rec)
         ck.save(model, opt, None, {'epoch': ep, 'history': history, 'best': stop.state_dict()}, {'epochs': gen},
                 best={'epoch': stop.epoch, 'tensors': stop.state})
-    if stop.epoch is not None and history and stop.epoch != history[-1]['epoch']:
+    kept = stop.epoch if keep_best else (history[-1]['epoch'] if history else None)
+    if keep_best and stop.epoch is not None and history and stop.epoch != history[-1]['epoch']:
         stop.restore(model)
         if verbose and is_main(): print(f'{desc}: best validation epoch {stop.epoch} restored (HR@10 {stop.value:.4f})')
-    for h in history: h['best'] = h['epoch'] == stop.epoch
+    for h in history: h['best'] = h['epoch'] == kept
     model.eval()
     return history
 
 # %% ../nbs/20_cmn.ipynb #46d796ee
 def make_optimizer(model:nn.Module, lr:float=1e-3, alpha:float=0.9, momentum:float=0.9,
-                   optimizer:str='rmsprop' # CMN's optimiser: 'rmsprop' (the seed's, with `alpha`, `momentum`) or 'adam'
+                   optimizer:str='rmsprop', # 'rmsprop' (CMN only: the seed's, with `alpha`, `momentum`), 'adam' or 'sgd'
+                   batch_size:int=1 # 'sgd': positives per batch (`lr` is per example, the batch loss a mean over positives)
                   )->torch.optim.Optimizer:
-    "RMSProp with momentum (or Adam) for CMN, Adam for GMF"
-    if optimizer not in ('rmsprop', 'adam'): raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {optimizer!r}")
+    """RMSProp with momentum (or Adam) for CMN, Adam for GMF; or plain SGD over the trainable parameters whose `lr` is the step
+    of one training example, as in Rendle et al.'s per-example SGD (`lr * batch_size` on a batch's mean loss; use it with
+    sparse rows: embeddings and biases)"""
+    if optimizer not in ('rmsprop', 'adam', 'sgd'): raise ValueError(f"optimizer must be 'rmsprop', 'adam' or 'sgd', got {optimizer!r}")
+    if optimizer == 'sgd': return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr * batch_size)
     if isinstance(model, CMN) and optimizer == 'rmsprop':
         return torch.optim.RMSprop(model.parameters(), lr=lr, alpha=alpha, momentum=momentum)
     return torch.optim.Adam(model.parameters(), lr=lr)
@@ -693,19 +718,25 @@ def pretrain_gmf(inter:Interactions, # training index on the run's device
                  resume:bool=False, # load `path` instead of training when it exists
                  val:Candidates|None=None, # validation users: early stopping, best epoch restored
                  patience:int=3, verbose:bool=True, precision:str='auto',
-                 loss:str='bpr', # 'bpr' (the authors' pretraining) or 'bce' (NCF's log loss)
+                 loss:str='bpr', # 'bpr' (the authors' pretraining), 'bce' (NCF's log loss) or 'example' (Rendle et al.)
                  bias:bool=False, # user and item biases (carried into CMN by `cmn_from_gmf`)
-                 emb_l2:float=0.0 # L2 on the batch's embedding rows
+                 emb_l2:float=0.0, # L2 on the batch's embedding rows
+                 optimizer:str='adam', # 'adam' or 'sgd' (Rendle et al.'s MF: `lr` per example, `h` fixed at ones: a plain dot product)
+                 example_l2:float=0.0, # L2 per training example (see `batch_loss`)
+                 init_std:float=0.01, # embeddings start from N(0, init_std^2) (Rendle et al.: 0.1)
+                 keep_best:bool=True # restore the best validation epoch (False: keep the last, Rendle et al.'s fixed epoch budget)
                 )->tuple[GMF, list[dict]]:
-    "Train GMF (BPR, the authors' pretraining, or NCF's log loss); returns the model and its history"
+    "Train GMF (BPR, the authors' pretraining, NCF's log loss, or Rendle et al.'s per-example SGD); returns the model and its history"
     torch.manual_seed(seed)
-    gmf = GMF(inter.n_users, inter.n_items, dim, bias).to(inter.device)
+    gmf = GMF(inter.n_users, inter.n_items, dim, bias, init_std).to(inter.device)
+    if optimizer == 'sgd': gmf.h.weight.requires_grad_(False)     # one shared weight would take the steps of every example
     if resume and path is not None and Path(path).exists():
         load_cmn_weights(path, gmf)
         if verbose and is_main(): print(f'GMF embeddings loaded from {path}')
         return gmf, []
-    hist = fit(gmf, inter, make_optimizer(gmf, lr), epochs, neg_count, batch_size, val=val, patience=patience, seed=seed,
-               precision=precision, verbose=verbose, desc='gmf', loss=loss, emb_l2=emb_l2)
+    hist = fit(gmf, inter, make_optimizer(gmf, lr, optimizer=optimizer, batch_size=batch_size), epochs, neg_count, batch_size,
+               val=val, patience=patience, seed=seed, precision=precision, verbose=verbose, desc='gmf', loss=loss, emb_l2=emb_l2,
+               example_l2=example_l2, keep_best=keep_best)
     if path is not None and is_main(): save_cmn_weights(path, gmf, meta={'history': hist, 'dim': dim, 'bias': bias})
     return gmf, hist
 
@@ -728,7 +759,7 @@ def run_cmn(train:np.ndarray, # [n, 2] training (user, item) pairs
             n_users:int, n_items:int,
             val:Candidates|None=None, # validation users (early stopping for both models)
             device='auto', seed:int=0, precision:str='auto',
-            gmf_kw:dict|None=None, # `pretrain_gmf` keywords: dim, epochs, lr, neg_count, batch_size, patience, loss, bias, emb_l2
+            gmf_kw:dict|None=None, # `pretrain_gmf` keywords: dim, epochs, lr, neg_count, batch_size, patience, loss, bias, emb_l2, optimizer, example_l2, init_std, keep_best
             cmn_kw:dict|None=None, # `cmn_from_gmf` keywords: hops, scale, gmf_term, output_memory
             opt_kw:dict|None=None, # `make_optimizer` keywords: lr, alpha, momentum, optimizer
             fit_kw:dict|None=None, # `fit` keywords: epochs, neg_count, batch_size, max_neighbors, l2, grad_clip, patience, loss, emb_l2, ...
@@ -751,6 +782,22 @@ def run_cmn(train:np.ndarray, # [n, 2] training (user, item) pairs
                    verbose=verbose, **(fit_kw or {}))
     return {'gmf': gmf.cpu(), 'cmn': model.cpu(), 'gmf_history': gmf_hist, 'history': hist,
             'seconds': {'gmf': t_gmf.seconds, 'cmn': t_cmn.seconds}, 'device': str(dev), 'nproc': world_size()}
+
+# %% ../nbs/20_cmn.ipynb #729b3c5d
+def recipe_kwargs(p:dict # the pipeline notebook's parameters (nbs/tasks/cmn.ipynb), by name
+                 )->dict:
+    "`run_cmn`'s `gmf_kw`, `cmn_kw`, `opt_kw` and `fit_kw` from the pipeline's parameter names (one mapping for the notebook and the benchmark)"
+    return dict(
+        gmf_kw=dict(dim=p['embed_size'], epochs=p['pretrain_epochs'], lr=p['pretrain_lr'], neg_count=p['pretrain_neg'],
+                    batch_size=p['pretrain_batch'], patience=p['pretrain_patience'], loss=p['pretrain_loss'], bias=p['pretrain_bias'],
+                    emb_l2=p['pretrain_l2'], optimizer=p['pretrain_optimizer'], example_l2=p['pretrain_example_l2'],
+                    init_std=p['pretrain_init_std'], keep_best=p['pretrain_keep_best']),
+        cmn_kw=dict(hops=p['hops'], scale=p['memory_scale'], gmf_term=p['gmf_term'], output_memory=p['output_memory']),
+        opt_kw=dict(lr=p['learning_rate'], alpha=p['rms_decay'], momentum=p['momentum'], optimizer=p['optimizer']),
+        fit_kw=dict(epochs=p['epochs'], neg_count=p['neg_count'], batch_size=p['batch_size'], max_neighbors=p['max_neighbors'],
+                    l2=p['l2_lambda'], grad_clip=p['grad_clip'], patience=p['patience'], eval_neighbors=p['eval_neighbors'],
+                    exclude_user=p['exclude_user'], loss=p['cmn_loss'], emb_l2=p['emb_l2']))
+
 
 # %% ../nbs/20_cmn.ipynb #e7e9076e
 def popularity_fn(inter:Interactions)->Callable:

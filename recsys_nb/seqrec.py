@@ -18,14 +18,15 @@ from .train import (train_device, decay_groups, warmup_schedule, Stepper, EarlyS
 from .data import register_synthetic, find_data, load_movielens, assign_folds
 
 # %% auto #0
-__all__ = ['HH_FILES', 'SESSION_SCHEMA', 'VACANCY_SCHEMA', 'PQ_MAGIC', 'PAD', 'UNK', 'MASK', 'N_SPECIAL', 'SOURCES',
+__all__ = ['HH_FILES', 'SESSION_SCHEMA', 'VACANCY_SCHEMA', 'PQ_MAGIC', 'PAD', 'UNK', 'MASK', 'N_SPECIAL', 'BLOCKS', 'SOURCES',
            'validate_schema', 'check_parquet', 'scan_parquet', 'collect_file', 'scan_hh', 'check_sessions',
            'explode_sessions', 'filter_min_counts', 'ItemVocab', 'Seqs', 'pad_left', 'SeqData', 'hh_warnings',
            'ratings_warnings', 'hh_targets', 'prepare_hh', 'prepare_loo', 'synthetic_vacancies', 'synthetic_hh',
-           'movielens_to_hh', 'ModelConfig', 'Block', 'SeqRecModel', 'mask_items', 'chunked_cross_entropy',
-           'sampled_cross_entropy', 'TrainConfig', 'length_buckets', 'seq_loss', 'train_seqrec', 'recommend',
-           'recommend_popular', 'ranking_metrics', 'write_seqrec_submission', 'plot_seqrec_history', 'load_seqrec_data',
-           'evaluate_model', 'run_seqrec', 'hh_submission', 'save_seqrec_model', 'load_seqrec_model']
+           'movielens_to_hh', 'ModelConfig', 'Block', 'SASRecBlock', 'SeqRecModel', 'mask_items',
+           'chunked_cross_entropy', 'sampled_cross_entropy', 'TrainConfig', 'length_buckets', 'seq_loss',
+           'train_seqrec', 'recommend', 'recommend_popular', 'ranking_metrics', 'write_seqrec_submission',
+           'plot_seqrec_history', 'load_seqrec_data', 'evaluate_model', 'run_seqrec', 'hh_submission',
+           'save_seqrec_model', 'load_seqrec_model']
 
 # %% ../nbs/30_seqrec.ipynb #0141fe9a
 HH_FILES = {'train': 'hh_recsys_train_hh.pq', 'test': 'hh_recsys_test_hh.pq', 'vacancies': 'hh_recsys_vacancies.pq'}
@@ -518,6 +519,7 @@ class ModelConfig:
     n_heads: int = 2
     dropout: float = 0.2
     n_positions: int = 200 # longest input sequence
+    block: str = 'pre_ln' # "pre_ln" (pre-LayerNorm, GELU MLP of width 4x) or "sasrec" (the original SASRec block: `SASRecBlock`)
 
 class Block(nn.Module):
     "Pre-LayerNorm transformer block: self-attention (PyTorch's fused `scaled_dot_product_attention`), then a GELU MLP"
@@ -535,15 +537,38 @@ class Block(nn.Module):
         x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, L, H)))
         return x + self.drop(self.mlp(self.ln2(x)))
 
+class SASRecBlock(nn.Module):
+    """The block of the original SASRec (Kang & McAuley 2018, also in SASRec+ of Klenitskiy & Vasilev): LayerNorm on the
+    queries only (keys and values read the raw input), residual from the normalised queries; then LayerNorm and a ReLU
+    point-wise feed-forward of width `hidden` with its own residual"""
+    def __init__(self, hidden:int, heads:int, dropout:float):
+        super().__init__()
+        if hidden % heads: raise ValueError(f'hidden_size={hidden} is not a multiple of n_heads={heads}')
+        self.ln1, self.ln2 = nn.LayerNorm(hidden, eps=1e-8), nn.LayerNorm(hidden, eps=1e-8)
+        self.q, self.kv, self.out = nn.Linear(hidden, hidden), nn.Linear(hidden, 2 * hidden), nn.Linear(hidden, hidden)
+        self.ff = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.Dropout(dropout))
+        self.heads, self.p = heads, dropout
+    def forward(self, x:torch.Tensor, mask:torch.Tensor)->torch.Tensor:
+        B, L, H = x.shape; d = H // self.heads
+        xq = self.ln1(x)
+        q = self.q(xq).view(B, L, self.heads, d).transpose(1, 2)
+        k, v = self.kv(x).view(B, L, 2, self.heads, d).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.)
+        x = self.ln2(xq + self.out(a.transpose(1, 2).reshape(B, L, H)))
+        return x + self.ff(x)
+
+BLOCKS = {'pre_ln': Block, 'sasrec': SASRecBlock}
+
 class SeqRecModel(nn.Module):
     "Transformer over item tokens (causal for SASRec, bidirectional for BERT4Rec); scores tied to the item embeddings"
     def __init__(self, n_tokens:int, cfg:ModelConfig):
         super().__init__()
         if cfg.kind not in ('bert4rec', 'sasrec'): raise ValueError(f"kind={cfg.kind!r}: expected 'bert4rec' or 'sasrec'")
+        if cfg.block not in BLOCKS: raise ValueError(f"block={cfg.block!r}: expected one of {list(BLOCKS)}")
         self.cfg, self.n_tokens = cfg, n_tokens
         self.items = nn.Embedding(n_tokens, cfg.hidden_size, padding_idx=PAD)
         self.positions = nn.Embedding(cfg.n_positions, cfg.hidden_size)
-        self.blocks = nn.ModuleList(Block(cfg.hidden_size, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(BLOCKS[cfg.block](cfg.hidden_size, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
         self.norm, self.drop = nn.LayerNorm(cfg.hidden_size), nn.Dropout(cfg.dropout)
         self.bias = nn.Parameter(torch.zeros(n_tokens))
         for m in self.modules():
@@ -621,7 +646,8 @@ class TrainConfig:
     batch_size: int = 32 # small batches: 189 updates per ml-1m epoch instead of 47 at 128 (the learning curve in the quality JSON)
     lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup: float = 0.02 # share of steps spent warming up (then linear decay to 0)
+    warmup: float = 0.02 # share of steps spent warming up
+    schedule: str = 'linear' # after the warm-up, one of `train.SCHEDULES`: linear decay to 0, or 'constant' (SASRec+)
     max_steps: int = 0 # stop after this many steps in all (0 = no cap)
     max_minutes: float = 0 # stop after the first epoch that ends past this many minutes of training (0 = no cap)
     patience: int = 0 # stop when the validation metric has not improved for this many epochs (0 = never)
@@ -672,7 +698,7 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
     n_batches = math.ceil(len(usable) / tc.batch_size)
     total = n_batches * tc.epochs if not tc.max_steps else min(tc.max_steps, n_batches * tc.epochs)
     opt = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr)
-    sched = warmup_schedule(opt, total, max(1, int(tc.warmup * total)))
+    sched = warmup_schedule(opt, total, max(1, int(tc.warmup * total)), tc.schedule)
     hist, step, start, stop = [], 0, 0, EarlyStopping(tc.patience)
     ck, gens = EpochCheckpoint(ckpt_dir), {'mask': gen}
     if resume and (st := ck.load(model, opt, sched, gens)) is not None:

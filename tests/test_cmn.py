@@ -252,4 +252,16 @@ def test_make_optimizer_choice(syn):
     assert isinstance(make_optimizer(c, 1e-3), torch.optim.RMSprop)            # the seed's
     assert isinstance(make_optimizer(c, 1e-3, optimizer='adam'), torch.optim.Adam)
     assert isinstance(make_optimizer(GMF(d.n_users, d.n_items, 8), 1e-3), torch.optim.Adam)
-    with pytest.raises(ValueError, match="optimizer must be 'rmsprop' or 'adam'"): make_optimizer(c, optimizer='sgd')
+    sgd = make_optimizer(GMF(d.n_users, d.n_items, 8), 0.02, optimizer='sgd', batch_size=64)   # lr per example
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]['lr'] == pytest.approx(0.02 * 64)
+    with pytest.raises(ValueError, match="optimizer must be 'rmsprop', 'adam' or 'sgd'"): make_optimizer(c, optimizer='adagrad')
+
+
+def test_pipeline_sgd_gmf(syn, tmp_path):
+    "The pipeline with Rendle et al.'s GMF (per-example SGD, every example weighs the same, L2 per example, last epoch kept)"
+    m = _papermill(tmp_path/'sgd', data_dir=syn.parent, pretrain_optimizer='sgd', pretrain_loss='example', pretrain_l2=0.0,
+                   pretrain_example_l2=0.005, pretrain_init_std=0.1, pretrain_lr=0.02, pretrain_neg=8, pretrain_epochs=3,
+                   pretrain_patience=0, pretrain_keep_best=False)
+    gh = m['gmf_history']
+    assert [h['best'] for h in gh] == [False, False, True]              # the last epoch is kept, whatever validation says
+    assert m['models']['gmf']['hr@10'] != m['models']['popularity']['hr@10']
