@@ -279,6 +279,8 @@ def main():
     ap.add_argument('--speed', action='store_true'); ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--gmf-recipe', default='pipeline', choices=('pipeline', 'sgd'),
                     help="with --folds: 'sgd' pretrains GMF with Rendle et al.'s per-example SGD (SGD_RECIPE) and stores the folds under <dataset>.sgd_gmf")
+    ap.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                    help='with --folds: override recipe parameters (Python literals); the folds go under <dataset>.variants["KEY=VALUE ..."]')
     ap.add_argument('--out', default=str(OUT))
     ap.add_argument('--markdown', action='store_true', help='print the tables of the JSON (as in nbs/20_cmn.ipynb) and stop')
     a = ap.parse_args()
@@ -317,6 +319,12 @@ def main():
     if a.speed: ds['speed'] = {**speed(a.dataset, R), 'command': cmd}; save_json(res, out)
     part = ds if a.gmf_recipe == 'pipeline' else ds.setdefault('sgd_gmf', {'gmf_recipe': SGD_RECIPE})
     if a.gmf_recipe == 'sgd': R = {**R, **SGD_RECIPE}
+    if a.set:
+        over = {k: ast.literal_eval(v) for k, v in (x.split('=', 1) for x in a.set)}
+        unknown = set(over) - set(R)
+        if unknown: sys.exit(f'--set: unknown recipe parameters {sorted(unknown)} (see nbs/tasks/cmn.ipynb)')
+        R = {**R, **over}
+        part = part.setdefault('variants', {}).setdefault(' '.join(a.set), {'changes': over})
     for fold in a.folds:
         part.setdefault('folds', {})[str(fold)] = {**run_fold(a.dataset, fold, R), 'command': cmd, 'recipe': dict(R),
                                                    'date_utc': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
