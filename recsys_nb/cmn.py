@@ -783,7 +783,7 @@ def run_cmn(train:np.ndarray, # [n, 2] training (user, item) pairs
     return {'gmf': gmf.cpu(), 'cmn': model.cpu(), 'gmf_history': gmf_hist, 'history': hist,
             'seconds': {'gmf': t_gmf.seconds, 'cmn': t_cmn.seconds}, 'device': str(dev), 'nproc': world_size()}
 
-# %% ../nbs/20_cmn.ipynb #729b3c5d
+# %% ../nbs/20_cmn.ipynb #ffeb349f
 def recipe_kwargs(p:dict # the pipeline notebook's parameters (nbs/tasks/cmn.ipynb), by name
                  )->dict:
     "`run_cmn`'s `gmf_kw`, `cmn_kw`, `opt_kw` and `fit_kw` from the pipeline's parameter names (one mapping for the notebook and the benchmark)"
