@@ -267,6 +267,10 @@ def markdown(res:dict)->str:
         m = res.get(ds, {}).get('sgd_gmf', {}).get('mean', {})
         for name, label in (('gmf', 'GMF by per-example SGD (Rendle et al.), 64 dims'), ('cmn', 'CMN from that GMF')):
             if name in m: out.append(f"| {ds} | {label} | {m[name]['hr@10']:.4f} | {m[name]['ndcg@10']:.4f} | {m[name]['minutes']:.2f} | {len(m[name]['folds'])} |")
+        for key, v in res.get(ds, {}).get('variants', {}).items():
+            for name in ('cmn', 'gmf'):
+                r = v['mean'].get(name)
+                if r: out.append(f"| {ds} | {name}, recipe with {key} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | {r['minutes']:.2f} | {len(r['folds'])} |")
     return '\n'.join(out)
 
 
