@@ -120,9 +120,8 @@ GMF_SWEEP = [  # (name, GMF settings): the GMF recipe that CMN starts from, from
     ('log loss + biases + L2 0.001, Adam 5e-4, dim 128', {**NEW, 'pretrain_lr': 5e-4, 'embed_size': 128}),
     *[(f'SGD per example (Rendle et al.): lr {lr:g}, L2 0.005 per example, 8 negatives, std 0.1, dim {d}, {ep} epochs, '
        + ('best validation epoch' if keep else 'last epoch'),
-       {'pretrain_optimizer': 'sgd', 'pretrain_loss': 'example', 'pretrain_bias': True, 'pretrain_l2': 0.0, 'pretrain_example_l2': 0.005,
-        'pretrain_init_std': 0.1, 'pretrain_neg': 8, 'pretrain_batch': 4096, 'pretrain_lr': lr, 'embed_size': d, 'pretrain_epochs': ep,
-        'pretrain_patience': 0, 'pretrain_keep_best': keep}) for lr, d, ep in SGD_GRID for keep in (False, True)],
+       {**SGD_RECIPE, 'pretrain_lr': lr, 'embed_size': d, 'pretrain_epochs': ep, 'pretrain_keep_best': keep})
+      for lr, d, ep in SGD_GRID for keep in (False, True)],
 ]
 
 
@@ -265,7 +264,7 @@ def markdown(res:dict)->str:
         for name in ('cmn', 'gmf', 'itemknn', 'popularity'):
             if name in m: out.append(f"| {ds} | {name} | {m[name]['hr@10']:.4f} | {m[name]['ndcg@10']:.4f} | {m[name]['minutes']:.2f} | {len(m[name]['folds'])} |")
         m = res.get(ds, {}).get('sgd_gmf', {}).get('mean', {})
-        for name, label in (('gmf', 'GMF by per-example SGD (Rendle et al.), 64 dims'), ('cmn', 'CMN from that GMF')):
+        for name, label in (('gmf', f"GMF by per-example SGD (Rendle et al.), {SGD_RECIPE['embed_size']} dims"), ('cmn', 'CMN from that GMF')):
             if name in m: out.append(f"| {ds} | {label} | {m[name]['hr@10']:.4f} | {m[name]['ndcg@10']:.4f} | {m[name]['minutes']:.2f} | {len(m[name]['folds'])} |")
         for key, v in res.get(ds, {}).get('variants', {}).items():
             for name in ('cmn', 'gmf'):
