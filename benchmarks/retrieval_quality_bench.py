@@ -75,7 +75,7 @@ def main(argv=None):
             zs, ft = m['models']['dense_zero_shot']['ndcg@10'], m['models']['dense']['ndcg@10']; f = m['finetune']
             res['sweep'][f'fold{args.sweep_fold}_{spec}'] = {'fold': args.sweep_fold, 'params': sp, 'val_ndcg@10': f['val_ndcg@10'],
                 'kept_epoch': f['best_epoch'], 'train_loss': f['train_loss'], 'finetune_minutes': f['minutes'],
-                **{k: f[k] for k in ('wise_alpha', 'wise_val_ndcg@10', 'n_extra_pairs_per_epoch') if k in f},
+                **{k: f[k] for k in ('wise_alpha', 'wise_val_ndcg@10', 'n_extra_pairs_per_epoch', 'n_distill_queries_per_epoch') if k in f},
                 'test_ndcg@10_zero_shot': zs, 'test_ndcg@10_fine_tuned': ft, 'test_recall@100_fine_tuned': m['models']['dense']['recall@100'],
                 'minutes': minutes, 'run_dir': run_dir, 'machine_end': machine_info('cpu')}
             print(f'sweep {spec}: val {np.round(f["val_ndcg@10"], 4)} kept {f["best_epoch"]}, WiSE-FT {f.get("wise_alpha", 1.0):g} ({f["minutes"]:.2f} min fine-tuning), '

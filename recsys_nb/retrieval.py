@@ -21,7 +21,8 @@ __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documen
            'standardize', 'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents',
            'info_nce', 'finetune', 'bm25_search', 'to_predictions', 'evaluate_run', 'write_retrieval_submission',
            'fuse_runs', 'tune_fusion_weight', 'layer_range', 'HiddenStates', 'lower_states', 'upper_encode',
-           'encode_states', 'finetune_retriever', 'title_pairs', 'score_samples', 'per_query']
+           'encode_states', 'finetune_retriever', 'title_pairs', 'sentence_queries', 'hybrid_teacher', 'score_samples',
+           'per_query']
 
 # %% ../nbs/10_retrieval.ipynb #a61618e7
 def _line_at(text:str, pos:int)->int: return text.count('\n', 0, pos) + 1
@@ -792,6 +793,11 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
                        extra_queries:list[str]|None=None, extra_docs:list[str]|None=None, # unlabelled (pseudo-query, text) pairs, e.g. `title_pairs`: own batches, in-batch negatives
                        extra_per_epoch:int=0, # extra pairs drawn (anew) for each epoch; 0: all of them
                        extra_weight:float=1.0, # weight of an extra batch's loss against a judged batch's
+                       distill_queries:list[str]|None=None, # unlabelled pseudo-queries (`sentence_queries`) ranked by a teacher (`hybrid_teacher`): the query side learns the teacher's order
+                       distill_candidates:np.ndarray|None=None, distill_scores:np.ndarray|None=None, # [n, k] each pseudo-query's document rows (-1: none) and their teacher scores
+                       distill_per_epoch:int=0, # pseudo-queries drawn (anew) for each epoch; 0: all of them
+                       distill_weight:float=1.0, # weight of a distillation batch's loss against a judged batch's
+                       distill_temperature:float=0.05, # temperature of the teacher's softmax over its candidates
                        wise_alphas=(), # WiSE-FT: weights of the kept epoch's weights in a mix with the zero-shot ones, tried on `val` after training
                        ckpt_dir:str|Path|None=None, # training state saved here after every epoch (None: off)
                        resume:bool=False, # continue from the checkpoint in `ckpt_dir` when there is one
@@ -810,6 +816,13 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
     n_x = len(extra_queries or [])
     if n_x != len(extra_docs or []): raise ValueError(f'extra_queries has {n_x} texts, extra_docs {len(extra_docs or [])}: expected one document text per pseudo-query')
     if n_x and doc_encoder != 'tied': raise ValueError("extra pairs train both sides: they need doc_encoder='tied'")
+    n_d = len(distill_queries or [])
+    if n_d:
+        distill_candidates, distill_scores = np.asarray(distill_candidates, np.int64), np.asarray(distill_scores, np.float64)
+        if distill_candidates.shape != distill_scores.shape or distill_candidates.ndim != 2 or len(distill_candidates) != n_d:
+            raise ValueError(f'distill_candidates {distill_candidates.shape} and distill_scores {distill_scores.shape}: expected both [{n_d}, k], one row per pseudo-query')
+        if distill_candidates.max() >= nd or not (distill_candidates >= 0).any(1).all():
+            raise ValueError(f'distill_candidates: expected document rows < {nd} (-1 = none) and at least one per pseudo-query')
     if any(not 0 < a < 1 for a in wise_alphas): raise ValueError(f'wise_alphas={tuple(wise_alphas)}: expected weights strictly between 0 and 1')
     rel = np.zeros((nq, nd), bool); r = qrels[qrels[:, 2] > 0]; rel[r[:, 0], r[:, 1]] = True
     pairs = r[~val[r[:, 0]], :2]; trq = np.flatnonzero(~val); vq = qrels[val[qrels[:, 0]]]
@@ -830,16 +843,18 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
         S_xd = lower_states(model, tokenize(tokenizer, extra_docs, train_doc_token_max_length), freeze_layers, batch_size_encode, precision)
         kx_q, kx_d = _text_keys(extra_queries), _text_keys(extra_docs)
     n_xe = (min(extra_per_epoch, n_x) if extra_per_epoch > 0 else n_x)   # extra pairs per epoch
+    if n_d: S_dq = lower_states(model, tokenize(tokenizer, distill_queries, query_token_max_length), freeze_layers, batch_size_encode, precision)
+    n_de = (min(distill_per_epoch, n_d) if distill_per_epoch > 0 else n_d)   # pseudo-queries per epoch
     need_neg = pair_loss > 0 and n_neg > 0
     bm = np.full((nq, neg_depth), -1, np.int64)
     if need_neg: bm[trq] = bm25_search(docs, [queries[i] for i in trq], neg_depth)[1]
     upper = [p for l in _layers_of(model)[1].layer[freeze_layers:] for p in l.parameters()]
     opt = torch.optim.AdamW(upper, lr=lr, weight_decay=0.01)
-    steps = epochs * (math.ceil(len(pairs) / batch_size) + math.ceil(n_xe / batch_size))
+    steps = epochs * (math.ceil(len(pairs) / batch_size) + math.ceil(n_xe / batch_size) + math.ceil(n_de / batch_size))
     sched = warmup_schedule(opt, steps, max(1, int(warmup * steps)))     # linear warm-up, then linear decay to 0
     stepper = Stepper(model, opt, sched, next(model.parameters()).device, precision, max_grad_norm=1.0)
     hist = {'val_ndcg@10': [], 'train_loss': [], 'epoch_seconds': [], 'n_pairs': int(len(pairs)), 'n_train_queries': int(len(trq)),
-            'n_val_queries': int(val.sum()), 'n_extra_pairs_per_epoch': int(n_xe)}
+            'n_val_queries': int(val.sum()), 'n_extra_pairs_per_epoch': int(n_xe), 'n_distill_queries_per_epoch': int(n_de)}
     best, best_state, best_D, start = -1.0, None, None, 0
     ck, ck_best = EpochCheckpoint(ckpt_dir), EpochCheckpoint(None if ckpt_dir is None else Path(ckpt_dir)/'best')
     if resume and (st := ck.load(model, opt, sched)) is not None:   # the last epoch's training state, and the kept epoch's weights
@@ -870,8 +885,18 @@ def finetune_retriever(model, tokenizer, # encoder (trained in place; best or ze
         if n_xe:    # extra batches, shuffled in among the judged ones
             xsel = rng.choice(n_x, n_xe, replace=False)
             plan = [plan[i] if i < len(plan) else (1, (i - len(plan)) * batch_size) for i in rng.permutation(len(plan) + math.ceil(n_xe / batch_size))]
+        if n_de:    # distillation batches, shuffled in likewise
+            dsel = rng.choice(n_d, n_de, replace=False); plan = plan + [(2, s) for s in range(0, n_de, batch_size)]
+            plan = [plan[i] for i in rng.permutation(len(plan))]
         for kind, s in batch_progress(plan, f'fine-tune epoch {ep + 1}'):
-            if kind == 1:
+            if kind == 2:   # the teacher's softmax over each pseudo-query's candidates as soft labels (documents as the epoch starts)
+                x = dsel[s:s + batch_size]
+                qe = F.normalize(upper_encode(model, S_dq, x, freeze_layers, precision, grad=True).float() / sd, dim=1)
+                c = torch.from_numpy(distill_candidates[x]); ok = c >= 0
+                logp = (torch.einsum('bd,bkd->bk', qe, dn[c.clamp(min=0)]) / temperature).masked_fill(~ok, float('-inf')).log_softmax(1)
+                tgt = (torch.from_numpy(distill_scores[x]).float() / distill_temperature).masked_fill(~ok, float('-inf')).softmax(1)
+                loss = -distill_weight * (tgt * logp.masked_fill(~ok, 0.0)).sum(1).mean()
+            elif kind == 1:
                 x = xsel[s:s + batch_size]
                 if len(x) < 2: continue
                 qe = F.normalize(upper_encode(model, S_xq, x, freeze_layers, precision, grad=True).float() / sd, dim=1)
@@ -917,6 +942,30 @@ def title_pairs(docs:pl.DataFrame, # documents (id, title, contents)
     "Unlabelled (title, body) pairs of the collection for in-domain contrastive training: (pseudo-queries, texts)"
     t = docs.filter((pl.col('title').str.count_matches(r'\S+') >= min_words) & (pl.col('contents').str.strip_chars() != ''))
     return t['title'].to_list(), [x[:char_max_length] if char_max_length > 0 else x for x in t['contents'].to_list()]
+
+# %% ../nbs/10_retrieval.ipynb #8a2e7b95
+def sentence_queries(docs:pl.DataFrame, # documents (id, title, contents)
+                     per_doc:int=2, # sentences drawn per document (fewer when it has fewer)
+                     min_words:int=6, max_words:int=40, # sentence length kept (words)
+                     titles:bool=True, # each document's title (min_words or more) as a pseudo-query too
+                     seed:int=42)->tuple[list[str], np.ndarray]:
+    "Unlabelled pseudo-queries of the collection - titles and random sentences of each document: (texts, document rows)"
+    rng = np.random.default_rng(seed); texts, rows = [], []
+    for r, (title, body) in enumerate(zip(docs['title'].to_list(), docs['contents'].to_list())):
+        if titles and len((title or '').split()) >= min_words: texts.append(title.strip()); rows.append(r)
+        sents = [s.strip() for s in re.split(r'(?<=[.?!])\s+', body or '') if min_words <= len(s.split()) <= max_words]
+        for i in (rng.choice(len(sents), min(per_doc, len(sents)), replace=False) if sents else []): texts.append(sents[i]); rows.append(r)
+    return texts, np.asarray(rows, np.int64)
+
+def hybrid_teacher(d_texts:list[str], q_texts:list[str], # collection and (pseudo-)query texts
+                   D, Q, # their zero-shot embeddings (pooled, before standardisation)
+                   weight_dense:float, # linear fusion weight of the dense run (`tune_fusion_weight` on training queries)
+                   k:int=30, # documents from each run; the union is the candidate set
+                   standardization:str="corpus", norm:str="minmax")->tuple[np.ndarray, np.ndarray]:
+    "Teacher ranking for distillation: the linear fusion of dense and BM25 top-k - (scores [n, k'], document rows [n, k']), k' >= k"
+    d, q = standardize(D, Q, standardization)
+    return fuse_runs([search(q, d, k), bm25_search(d_texts, q_texts, k)], len(d_texts), 'linear', [weight_dense, 1 - weight_dense], 0, norm=norm)
+
 
 # %% ../nbs/10_retrieval.ipynb #b94dfe85
 def score_samples(q, d, # standardised query and document embeddings

@@ -280,13 +280,15 @@ def test_pipeline_notebook_on_synthetic(syn, tiny_dir, tmp_path):
     assert res.metrics[0]['embeddings_cached'] is False and res.metrics[1]['embeddings_cached'] is True
     assert (res.run_dir/'fold_0'/'submission.csv').read_bytes() == (res.run_dir/'fold_1'/'submission.csv').read_bytes()
     ft = run_task('retrieval', folds=[1], params={**common, 'epochs': 2, 'train_batch_size': 8, 'lr': 3e-3, 'freeze_layers': 1,
-                                                  'train_doc_token_max_length': 16, 'val_share': 0.3}, out=tmp_path/'ft')
+                                                  'train_doc_token_max_length': 16, 'val_share': 0.3,
+                                                  'distill_per_epoch': 32, 'distill_k': 5}, out=tmp_path/'ft')
     assert ft.ok, ft.errors
     m = ft.metrics[1]
     assert len(m['finetune_losses']) == 2 and m['finetune_losses'][1] < m['finetune_losses'][0]
     assert set(m['models']) == {'dense', 'dense_zero_shot', 'bm25', 'hybrid_rrf', 'hybrid_linear'}
     f = m['finetune']; assert len(f['val_ndcg@10']) == 3 and f['best_epoch'] == int(np.argmax(f['val_ndcg@10']))
     assert f['n_val_queries'] == 3 and f['n_train_queries'] == 7          # 10 training queries of fold 1, 30% held out
+    assert f['n_distill_queries_per_epoch'] == 32                        # pseudo-queries ranked by the hybrid teacher, trained on
     if f['best_epoch'] == 0: assert m['models']['dense'] == m['models']['dense_zero_shot']   # fell back to zero-shot
     else: assert m['models']['dense'] != m['models']['dense_zero_shot']
     assert m['models']['dense_zero_shot'] == res.metrics[1]['models']['dense']   # the same zero-shot run as without fine-tuning
