@@ -38,7 +38,7 @@ setuptools.setup(
     package_data = {k: ['*', '*/*', '*/*/*'] for k in extra_dirs},
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'spark': ['pyspark>=3.5'] },
+    extras_require={ 'dev': dev_requirements, 'spark': ['pyspark>=3.5'], 'openvino': ['openvino'] },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

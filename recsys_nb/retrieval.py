@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_retrieval.ipynb #124cc416
 from __future__ import annotations
-import os, io, re, json, math, hashlib, time
+import os, io, re, json, math, hashlib, time, copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -17,12 +17,12 @@ from .data import find_data, file_fingerprint, assign_folds, register_synthetic,
 __all__ = ['COMPETITION_FILES', 'CRANFIELD_FILES', 'SIMILARITIES', 'load_documents', 'load_queries', 'load_qrels',
            'RetrievalData', 'load_competition', 'empty_queries', 'synthetic_retrieval', 'read_cranfield',
            'cranfield_to_competition', 'load_retrieval_data', 'sample_documents', 'query_folds', 'doc_texts',
-           'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'resolve_precision', 'encode',
-           'standardize', 'similarity_matrix', 'pair_scores', 'search', 'embedding_cache_key', 'encode_documents',
-           'info_nce', 'finetune', 'bm25_search', 'to_predictions', 'evaluate_run', 'write_retrieval_submission',
-           'fuse_runs', 'tune_fusion_weight', 'layer_range', 'HiddenStates', 'lower_states', 'upper_encode',
-           'encode_states', 'finetune_retriever', 'title_pairs', 'sentence_queries', 'hybrid_teacher', 'score_samples',
-           'per_query']
+           'query_texts', 'Tokens', 'tokenize', 'mean_pool', 'load_encoder', 'model_id', 'resolve_precision',
+           'OpenVINOEncoder', 'model_device', 'encode', 'standardize', 'similarity_matrix', 'pair_scores', 'search',
+           'embedding_cache_key', 'encode_documents', 'info_nce', 'finetune', 'bm25_search', 'to_predictions',
+           'evaluate_run', 'write_retrieval_submission', 'fuse_runs', 'tune_fusion_weight', 'layer_range',
+           'HiddenStates', 'lower_states', 'upper_encode', 'encode_states', 'finetune_retriever', 'title_pairs',
+           'sentence_queries', 'hybrid_teacher', 'score_samples', 'per_query']
 
 # %% ../nbs/10_retrieval.ipynb #a61618e7
 def _line_at(text:str, pos:int)->int: return text.count('\n', 0, pos) + 1
@@ -392,7 +392,43 @@ def resolve_precision(device, # a `torch.device` or its name
         except (AttributeError, RuntimeError): return 'fp32'
     return 'fp32'
 
-def encode(model, # a Hugging Face encoder (`last_hidden_state`)
+class OpenVINOEncoder:
+    """A Hugging Face encoder converted to OpenVINO and compiled for this CPU (bf16 inference where the CPU has bf16 units,
+    with `precision="auto"`): `encode` and `encode_documents` take it in place of the PyTorch model (search-time encoding
+    only; training stays in PyTorch: convert again after fine-tuning). Needs `pip install openvino`."""
+    backend = 'openvino'
+    def __init__(self, model, # a Hugging Face encoder (`last_hidden_state`), converted from its current weights
+                 precision:str="auto", # "auto" (bf16 on CPUs with bf16 units, else fp32), "bf16" or "fp32"
+                 threads:int=0): # inference threads; 0 = torch's
+        import torch, warnings
+        try: import openvino as ov
+        except ImportError as e: raise ImportError("backend 'openvino' needs the openvino package: pip install openvino") from e
+        self.precision = resolve_precision('cpu', precision)
+        if self.precision not in ('bf16', 'fp32'): raise ValueError(f"precision={precision!r}: OpenVINO runs 'bf16' or 'fp32' on a CPU")
+        self.device, self.config = torch.device('cpu'), model.config
+        ex = {'input_ids': torch.ones(2, 8, dtype=torch.long), 'attention_mask': torch.ones(2, 8, dtype=torch.long)}
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            om = ov.convert_model(copy.deepcopy(model).float().cpu().eval(), example_input=ex)   # batch and length stay dynamic
+        self.compiled = ov.Core().compile_model(om, 'CPU', {'INFERENCE_PRECISION_HINT': 'bf16' if self.precision == 'bf16' else 'f32',
+                                                             'INFERENCE_NUM_THREADS': int(threads or torch.get_num_threads())})
+        self.request = self.compiled.create_infer_request()
+    def __repr__(self): return f'OpenVINOEncoder({self.config.model_type}, {self.precision})'
+    def encode(self, tokens:Tokens, batch_size:int=64, desc:str="encoding"):
+        "Mean-pooled fp32 embeddings [n, dim], in the order of `tokens`, from length-sorted batches"
+        import torch
+        order = np.argsort(-tokens.lengths, kind='stable'); out = torch.empty(len(order), self.config.hidden_size)
+        for s in progress(range(0, len(order), batch_size), desc=desc, leave=False):
+            idx = order[s:s + batch_size]; ids, mask = tokens.batch(idx)
+            h = self.request.infer({'input_ids': ids.numpy(), 'attention_mask': mask.numpy()})[self.compiled.output(0)]
+            out[torch.from_numpy(idx)] = mean_pool(torch.from_numpy(np.asarray(h, np.float32)), mask)
+        return out
+
+def model_device(model):
+    "The device of a PyTorch model's parameters, or of an `OpenVINOEncoder` (the CPU)"
+    return model.device if isinstance(model, OpenVINOEncoder) else next(model.parameters()).device
+
+def encode(model, # a Hugging Face encoder (`last_hidden_state`) or an `OpenVINOEncoder`
            tokens:Tokens, # from `tokenize`
            batch_size:int=64, # texts per forward pass
            precision:str="auto", # autocast precision ("auto": see `resolve_precision`)
@@ -400,6 +436,7 @@ def encode(model, # a Hugging Face encoder (`last_hidden_state`)
           ):
     "Mean-pooled fp32 embeddings [n, dim] on the CPU, in the order of `tokens`, from length-sorted batches"
     import torch
+    if isinstance(model, OpenVINOEncoder): return model.encode(tokens, batch_size, desc)
     dev = next(model.parameters()).device; precision = resolve_precision(dev, precision)
     order = np.argsort(-tokens.lengths, kind='stable'); out = None
     with torch.inference_mode():
@@ -514,9 +551,10 @@ def encode_documents(model, tokenizer, # encoder and its tokenizer
     "Pooled document embeddings, from the cache when present: (embeddings, info dict with seconds, docs/s, cached)"
     import torch
     from safetensors.torch import save_file, load_file
-    path = None; dev = next(model.parameters()).device; precision = resolve_precision(dev, precision)
+    path = None; dev = model_device(model); precision = model.precision if isinstance(model, OpenVINOEncoder) else resolve_precision(dev, precision)
     if cache_dir is not None and model_key is not None:
-        key = embedding_cache_key(f'{model_key}|{precision}', texts, token_max_length, char_max_length)
+        rt = '|openvino' if isinstance(model, OpenVINOEncoder) else ''    # another runtime: its own cache entry
+        key = embedding_cache_key(f'{model_key}|{precision}{rt}', texts, token_max_length, char_max_length)
         path = Path(cache_dir)/'retrieval'/'embeddings'/f'docs-{key}.safetensors'
         if path.exists():
             from safetensors import safe_open

@@ -520,6 +520,7 @@ class ModelConfig:
     dropout: float = 0.2
     n_positions: int = 200 # longest input sequence
     block: str = 'pre_ln' # "pre_ln" (pre-LayerNorm, GELU MLP of width 4x) or "sasrec" (the original SASRec block: `SASRecBlock`)
+    position_from: str = 'end' # position embeddings count from the last item ("end": the last input is always position 0) or from the first ("start", as with right padding in SASRec+)
 
 class Block(nn.Module):
     "Pre-LayerNorm transformer block: self-attention (PyTorch's fused `scaled_dot_product_attention`), then a GELU MLP"
@@ -565,6 +566,7 @@ class SeqRecModel(nn.Module):
         super().__init__()
         if cfg.kind not in ('bert4rec', 'sasrec'): raise ValueError(f"kind={cfg.kind!r}: expected 'bert4rec' or 'sasrec'")
         if cfg.block not in BLOCKS: raise ValueError(f"block={cfg.block!r}: expected one of {list(BLOCKS)}")
+        if cfg.position_from not in ('end', 'start'): raise ValueError(f"position_from={cfg.position_from!r}: expected 'end' or 'start'")
         self.cfg, self.n_tokens = cfg, n_tokens
         self.items = nn.Embedding(n_tokens, cfg.hidden_size, padding_idx=PAD)
         self.positions = nn.Embedding(cfg.n_positions, cfg.hidden_size)
@@ -582,7 +584,9 @@ class SeqRecModel(nn.Module):
         "Hidden states [B, L, H] of left-padded token ids [B, L]"
         L = ids.shape[1]
         if L > self.cfg.n_positions: raise ValueError(f'sequence length {L} exceeds n_positions={self.cfg.n_positions}')
-        x = self.items(ids) * math.sqrt(self.cfg.hidden_size) + self.positions(torch.arange(L - 1, -1, -1, device=ids.device))
+        if self.cfg.position_from == 'start': pos = ((ids != PAD).cumsum(1) - 1).clamp(min=0)   # the first item of each row is 0
+        else: pos = torch.arange(L - 1, -1, -1, device=ids.device)
+        x = self.items(ids) * math.sqrt(self.cfg.hidden_size) + self.positions(pos)
         eye = torch.eye(L, dtype=torch.bool, device=ids.device)
         mask = (ids != PAD)[:, None, None, :]                       # keys: no padding ...
         if self.causal: mask = mask & eye.new_ones(L, L).tril()     # ... and no future item (SASRec)

@@ -279,6 +279,12 @@ def test_pipeline_notebook_on_synthetic(syn, tiny_dir, tmp_path):
     # fold 1 read the document embeddings fold 0 cached; the test queries' submission is the same
     assert res.metrics[0]['embeddings_cached'] is False and res.metrics[1]['embeddings_cached'] is True
     assert (res.run_dir/'fold_0'/'submission.csv').read_bytes() == (res.run_dir/'fold_1'/'submission.csv').read_bytes()
+    # the OpenVINO runtime for search-time encoding: the same ranking quality, its own cache entry
+    ov = run_task('retrieval', folds=[0], params={**common, 'encode_backend': 'openvino'}, out=tmp_path/'ov')
+    assert ov.ok, ov.errors
+    mo = ov.metrics[0]; assert mo['encode_backend'] == 'openvino' and mo['embeddings_cached'] is False
+    for model in ('dense', 'hybrid_linear'):
+        assert abs(mo['models'][model]['ndcg@10'] - res.metrics[0]['models'][model]['ndcg@10']) < 0.02
     ft = run_task('retrieval', folds=[1], params={**common, 'epochs': 2, 'train_batch_size': 8, 'lr': 3e-3, 'freeze_layers': 1,
                                                   'train_doc_token_max_length': 16, 'val_share': 0.3,
                                                   'distill_per_epoch': 32, 'distill_k': 5}, out=tmp_path/'ft')
