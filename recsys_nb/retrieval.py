@@ -396,7 +396,6 @@ class OpenVINOEncoder:
     """A Hugging Face encoder converted to OpenVINO and compiled for this CPU (bf16 inference where the CPU has bf16 units,
     with `precision="auto"`): `encode` and `encode_documents` take it in place of the PyTorch model (search-time encoding
     only; training stays in PyTorch: convert again after fine-tuning). Needs `pip install openvino`."""
-    backend = 'openvino'
     def __init__(self, model, # a Hugging Face encoder (`last_hidden_state`), converted from its current weights
                  precision:str="auto", # "auto" (bf16 on CPUs with bf16 units, else fp32), "bf16" or "fp32"
                  threads:int=0): # inference threads; 0 = torch's
