@@ -34,6 +34,7 @@ def main(argv=None):
     ap.add_argument('--mask-prob', type=float, default=0.4)
     ap.add_argument('--block', default=ModelConfig.block, help='transformer block: pre_ln (recipe) or sasrec (the original SASRec block)')
     ap.add_argument('--positions', default=ModelConfig.position_from, help="position embeddings counted from the 'end' (recipe) or the 'start' of the sequence")
+    ap.add_argument('--loss-weighting', default=TrainConfig.loss_weighting, help="'batch' (mean loss per batch) or 'position' (every predicted position weighs the same)")
     ap.add_argument('--schedule', default=TrainConfig.schedule, help='learning rate after the warm-up: linear (recipe) or constant (SASRec+)')
     ap.add_argument('--precision', default='auto'); ap.add_argument('--max-val-users', type=int, default=1000)
     ap.add_argument('--command', default='', help=argparse.SUPPRESS)
@@ -55,7 +56,7 @@ def main(argv=None):
                      block=a.block, position_from=a.positions)
     tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, max_minutes=a.max_minutes, patience=a.patience,
                      mask_prob=a.mask_prob, precision=a.precision, weight_decay=a.weight_decay,
-                     schedule=a.schedule)
+                     schedule=a.schedule, loss_weighting=a.loss_weighting)
     res = run_seqrec(data, a.models.split(','), mc, tc, device=device, seed=a.seed, exclude_seen=True,
                      train_overrides={'bert4rec': {'lr': a.bert4rec_lr, 'epochs': a.bert4rec_epochs}})
     out = load_json(path) if path.exists() else {}

@@ -23,8 +23,8 @@ __all__ = ['HH_FILES', 'SESSION_SCHEMA', 'VACANCY_SCHEMA', 'PQ_MAGIC', 'PAD', 'U
            'explode_sessions', 'filter_min_counts', 'ItemVocab', 'Seqs', 'pad_left', 'SeqData', 'hh_warnings',
            'ratings_warnings', 'hh_targets', 'prepare_hh', 'prepare_loo', 'synthetic_vacancies', 'synthetic_hh',
            'movielens_to_hh', 'ModelConfig', 'Block', 'SASRecBlock', 'SeqRecModel', 'mask_items',
-           'chunked_cross_entropy', 'sampled_cross_entropy', 'TrainConfig', 'length_buckets', 'seq_loss',
-           'train_seqrec', 'recommend', 'recommend_popular', 'ranking_metrics', 'write_seqrec_submission',
+           'chunked_cross_entropy', 'sampled_cross_entropy', 'TrainConfig', 'expected_positions', 'length_buckets',
+           'seq_loss', 'train_seqrec', 'recommend', 'recommend_popular', 'ranking_metrics', 'write_seqrec_submission',
            'plot_seqrec_history', 'load_seqrec_data', 'evaluate_model', 'run_seqrec', 'hh_submission',
            'save_seqrec_model', 'load_seqrec_model']
 
@@ -661,6 +661,15 @@ class TrainConfig:
     n_negatives: int = 0 # > 0: sampled softmax with this many uniform negatives per batch instead of all items
     precision: str = 'auto'
     max_grad_norm: float = 5.0
+    loss_weighting: str = 'position' # "position": every predicted position weighs the same (as with random batches);
+                                     # "batch": each batch's mean loss (with length buckets a short sequence's position weighs more)
+
+def expected_positions(lengths:np.ndarray, # training sequence lengths (tokens)
+                       model:'SeqRecModel', tc:TrainConfig)->float:
+    "Mean number of predicted positions per sequence: the next items (SASRec) or the masked ones (BERT4Rec, in expectation)"
+    if tc.loss_weighting not in ('batch', 'position'): raise ValueError(f"loss_weighting={tc.loss_weighting!r}: expected 'batch' or 'position'")
+    n = np.minimum(lengths, model.cfg.n_positions + model.causal)
+    return float(np.mean(n - 1 if model.causal else np.maximum(1, tc.mask_prob * n)))
 
 def length_buckets(lengths:np.ndarray, batch_size:int, rng:np.random.Generator, pool:int=50)->list[np.ndarray]:
     "Shuffled batches of indices; within pools of `pool` batches, similar lengths go together"
@@ -699,6 +708,7 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
     device = train_device(device)
     model.to(device); rng = np.random.default_rng(seed); gen = torch.Generator().manual_seed(seed)
     lengths = train.lengths; usable = np.flatnonzero(lengths >= (2 if model.causal else 1))
+    norm = expected_positions(lengths[usable], model, tc) * tc.batch_size if tc.loss_weighting == 'position' else 0.
     n_batches = math.ceil(len(usable) / tc.batch_size)
     total = n_batches * tc.epochs if not tc.max_steps else min(tc.max_steps, n_batches * tc.epochs)
     opt = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr)
@@ -720,7 +730,7 @@ def train_seqrec(model:SeqRecModel, train:Seqs, # model and training sequences (
                 if len(b) < world_size(): continue   # too small to share: skipped by every process
                 ids = pad_left(train, usable[shard(b)], model.cfg.n_positions + model.causal).to(device)   # SASRec: inputs + the next item
                 with stepper.autocast(): loss, n = _seq_loss_n(model, ids, tc, gen, stepper.model)
-                losses.append(stepper.backward(loss, n)[0]); step += 1
+                losses.append(stepper.backward(loss, n, norm=norm)[0]); step += 1
                 if step >= total: break
         rec = dict(epoch=ep, steps=len(losses), loss=float(np.mean(losses)), seconds=tm.seconds)
         if on_epoch is not None: rec.update(on_epoch(model, ep))

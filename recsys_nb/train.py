@@ -101,15 +101,17 @@ class Stepper:
 
     def backward(self, loss:torch.Tensor, # this process's mean loss over its `n` items
                  n:float=1, # items (targets) behind `loss`
-                 last:bool=False # the epoch's last batch: step even inside an accumulation
+                 last:bool=False, # the epoch's last batch: step even inside an accumulation
+                 norm:float=0 # > 0: the gradient is that of the global batch's summed loss / `norm` (a fixed expected
+                              # item count: every item weighs the same whatever its batch holds); 0: of its mean loss
                 )->tuple[float, float]:
         "Backward (and an optimiser step every `accum` calls); the mean loss and item count of the global batch"
         self.micro += 1
         step = last or self.micro % self.accum == 0
         if world_size() > 1:
             s, n_all = global_sum(loss.item() * float(n), n, device=loss.device)
-            mean, scaled = s / max(n_all, 1e-12), loss * (float(n) * world_size() / max(n_all, 1e-12))
-        else: mean, n_all, scaled = loss.item(), n, loss
+            mean, scaled = s / max(n_all, 1e-12), loss * (float(n) * world_size() / max(norm or n_all, 1e-12))
+        else: mean, n_all, scaled = loss.item(), n, (loss * (float(n) / norm) if norm else loss)
         if self.accum > 1: scaled = scaled / self.accum
         sync = nullcontext() if step or not hasattr(self.model, 'no_sync') else self.model.no_sync()
         with sync: self.scaler.scale(scaled).backward()
