@@ -25,6 +25,7 @@ def main(argv=None):
     ap.add_argument('--n-positions', type=int, default=50); ap.add_argument('--batch-size', type=int, default=256)
     ap.add_argument('--lr', type=float, default=2e-3); ap.add_argument('--device', default='auto')
     ap.add_argument('--data-dir', default=''); ap.add_argument('--out', default='')
+    ap.add_argument('--loss-weighting', default=TrainConfig.loss_weighting, help="'position' (recipe) or 'batch' (each batch's mean loss)")
     a = ap.parse_args(argv)
     dev = get_device(a.device); m0 = machine_info(dev); seed_everything(0); t = {}
     folder = Path(a.data_dir or tempfile.mkdtemp())/f'hh_synthetic_{a.users}_{a.items}'
@@ -45,7 +46,8 @@ def main(argv=None):
             s = time.perf_counter(); loss = seq_loss(model, ids, tc, torch.Generator().manual_seed(0)); loss.backward(); ts.append(time.perf_counter() - s)
         model.zero_grad(set_to_none=True); step_s[name] = float(np.median(ts))
     t['step_seconds_longest_batch'] = step_s; t['output_layer_speedup_sampled'] = step_s['full_chunked_softmax'] / step_s['sampled_softmax']
-    tc = TrainConfig(epochs=100, batch_size=a.batch_size, lr=a.lr, max_minutes=a.minutes, max_steps=a.max_steps, n_negatives=a.n_negatives)
+    tc = TrainConfig(epochs=100, batch_size=a.batch_size, lr=a.lr, max_minutes=a.minutes, max_steps=a.max_steps, n_negatives=a.n_negatives,
+                     loss_weighting=a.loss_weighting)
     h = train_seqrec(model, data.train, tc, dev, seed=0, verbose=False)
     t['train'] = [{k: r[k] for k in ('epoch', 'steps', 'loss', 'seconds')} for r in h]; t['peak_mb_after_training'] = peak_mb()
     s = time.perf_counter(); met, topk = evaluate_model(model, data, 100, True, dev); t['recommend_seconds'] = time.perf_counter() - s
