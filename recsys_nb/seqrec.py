@@ -663,11 +663,12 @@ class TrainConfig:
     max_grad_norm: float = 5.0
     loss_weighting: str = 'position' # "position": every predicted position weighs the same (as with random batches);
                                      # "batch": each batch's mean loss (with length buckets a short sequence's position weighs more)
+    def __post_init__(self):
+        if self.loss_weighting not in ('batch', 'position'): raise ValueError(f"loss_weighting={self.loss_weighting!r}: expected 'batch' or 'position'")
 
 def expected_positions(lengths:np.ndarray, # training sequence lengths (tokens)
                        model:'SeqRecModel', tc:TrainConfig)->float:
     "Mean number of predicted positions per sequence: the next items (SASRec) or the masked ones (BERT4Rec, in expectation)"
-    if tc.loss_weighting not in ('batch', 'position'): raise ValueError(f"loss_weighting={tc.loss_weighting!r}: expected 'batch' or 'position'")
     n = np.minimum(lengths, model.cfg.n_positions + model.causal)
     return float(np.mean(n - 1 if model.causal else np.maximum(1, tc.mask_prob * n)))
 
