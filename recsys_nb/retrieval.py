@@ -395,33 +395,51 @@ def resolve_precision(device, # a `torch.device` or its name
 class OpenVINOEncoder:
     """A Hugging Face encoder converted to OpenVINO and compiled for this CPU (bf16 inference where the CPU has bf16 units,
     with `precision="auto"`): `encode` and `encode_documents` take it in place of the PyTorch model (search-time encoding
-    only; training stays in PyTorch: convert again after fine-tuning). Needs `pip install openvino`."""
+    only; training stays in PyTorch: convert again after fine-tuning). Needs `pip install openvino`.
+    Mean pooling runs inside the OpenVINO graph (one [batch, dim] output, not every token's state), and the model is
+    compiled for throughput: OpenVINO splits the threads into streams (2 streams of 1 thread on a 2-core machine) and
+    `encode` keeps one request in flight per stream, each with its share of `batch_size` texts."""
     def __init__(self, model, # a Hugging Face encoder (`last_hidden_state`), converted from its current weights
                  precision:str="auto", # "auto" (bf16 on CPUs with bf16 units, else fp32), "bf16" or "fp32"
-                 threads:int=0): # inference threads; 0 = torch's
+                 threads:int=0, # inference threads; 0 = torch's
+                 streams:int=0): # parallel inference streams; 0 = OpenVINO's choice for the threads (throughput hint)
         import torch, warnings
         try: import openvino as ov
         except ImportError as e: raise ImportError("backend 'openvino' needs the openvino package: pip install openvino") from e
         self.precision = resolve_precision('cpu', precision)
         if self.precision not in ('bf16', 'fp32'): raise ValueError(f"precision={precision!r}: OpenVINO runs 'bf16' or 'fp32' on a CPU")
         self.device, self.config = torch.device('cpu'), model.config
+        class MeanPooled(torch.nn.Module):   # the graph ends in the masked mean: OpenVINO returns [batch, dim]
+            def __init__(self, m): super().__init__(); self.m = m
+            def forward(self, input_ids, attention_mask):
+                return mean_pool(self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask)
         ex = {'input_ids': torch.ones(2, 8, dtype=torch.long), 'attention_mask': torch.ones(2, 8, dtype=torch.long)}
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            om = ov.convert_model(copy.deepcopy(model).float().cpu().eval(), example_input=ex)   # batch and length stay dynamic
-        self.compiled = ov.Core().compile_model(om, 'CPU', {'INFERENCE_PRECISION_HINT': 'bf16' if self.precision == 'bf16' else 'f32',
-                                                             'INFERENCE_NUM_THREADS': int(threads or torch.get_num_threads())})
-        self.request = self.compiled.create_infer_request()
-    def __repr__(self): return f'OpenVINOEncoder({self.config.model_type}, {self.precision})'
+            om = ov.convert_model(MeanPooled(copy.deepcopy(model).float().cpu().eval()), example_input=ex)   # batch and length stay dynamic
+        cfg = {'INFERENCE_PRECISION_HINT': 'bf16' if self.precision == 'bf16' else 'f32', 'PERFORMANCE_HINT': 'THROUGHPUT',
+               'INFERENCE_NUM_THREADS': int(threads or torch.get_num_threads())}
+        if streams: cfg['NUM_STREAMS'] = int(streams)
+        self.compiled = ov.Core().compile_model(om, 'CPU', cfg)
+        self.streams = int(self.compiled.get_property('NUM_STREAMS'))
+        self.n_requests = max(1, int(self.compiled.get_property('OPTIMAL_NUMBER_OF_INFER_REQUESTS')))
+        self.queue = ov.AsyncInferQueue(self.compiled, self.n_requests)
+    def __repr__(self): return f'OpenVINOEncoder({self.config.model_type}, {self.precision}, {self.streams} streams)'
     def encode(self, tokens:Tokens, batch_size:int=64, desc:str="encoding"):
-        "Mean-pooled fp32 embeddings [n, dim], in the order of `tokens`, from length-sorted batches"
+        "Mean-pooled fp32 embeddings [n, dim], in the order of `tokens`, from length-sorted batches of `batch_size` texts in flight"
         import torch
-        order = np.argsort(-tokens.lengths, kind='stable'); out = torch.empty(len(order), self.config.hidden_size)
-        for s in progress(range(0, len(order), batch_size), desc=desc, leave=False):
-            idx = order[s:s + batch_size]; ids, mask = tokens.batch(idx)
-            h = self.request.infer({'input_ids': ids.numpy(), 'attention_mask': mask.numpy()})[self.compiled.output(0)]
-            out[torch.from_numpy(idx)] = mean_pool(torch.from_numpy(np.asarray(h, np.float32)), mask)
-        return out
+        order = np.argsort(-tokens.lengths, kind='stable'); out = np.zeros((len(order), self.config.hidden_size), np.float32)
+        step = max(1, -(-batch_size // self.n_requests)); failed = []
+        def done(request, idx):
+            try: out[idx] = request.get_output_tensor(0).data
+            except Exception as e: failed.append(e)   # raised below, in the caller's thread
+        self.queue.set_callback(done)
+        for s in progress(range(0, len(order), step), desc=desc, leave=False):
+            idx = order[s:s + step]; ids, mask = tokens.batch(idx)
+            self.queue.start_async({'input_ids': ids.numpy(), 'attention_mask': mask.numpy()}, userdata=idx)
+        self.queue.wait_all()
+        if failed: raise failed[0]
+        return torch.from_numpy(out)
 
 def model_device(model):
     "The device of a PyTorch model's parameters, or of an `OpenVINOEncoder` (the CPU)"
