@@ -5,9 +5,11 @@ plus the overrides given; each command handles one fold, so each can take the sh
 
     flock /tmp/recsys_cpu.lock python benchmarks/ner_cv_bench.py fold 0      # ... 1, 2, 3: the recipe (notebook defaults)
     flock /tmp/recsys_cpu.lock python benchmarks/ner_cv_bench.py sweep NAME -p epochs 6 -p case_feature False ...
+    flock /tmp/recsys_cpu.lock python benchmarks/ner_cv_bench.py variant NAME --fold 1 -p loss_weighting token   # a variant on every fold
 
 `fold` records the fold under "folds" (and recomputes the means), `sweep` records fold 0 with the overrides under
-"sweep.NAME" in benchmarks/results/ner_somd_cv_cpu.json. Runs go to outputs/ner_bench/ (git-ignored). The learning
+"sweep.NAME", `variant` records fold --fold with the overrides under "variants.NAME.folds" with the variant's means and its
+gain over the recipe on the same folds, in benchmarks/results/ner_somd_cv_cpu.json. Runs go to outputs/ner_bench/ (git-ignored). The learning
 curves of the recorded folds and sweep entries (span F1 on the evaluated fold per epoch) are drawn from the JSON by
 
     python benchmarks/ner_cv_bench.py plot       # -> benchmarks/results/ner_somd_cv_cpu_curves.png
@@ -92,10 +94,10 @@ def plot(path:Path)->Path:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('mode', choices=['fold', 'sweep', 'plot']); ap.add_argument('name', nargs='?', default='', help='fold number (fold) or sweep entry name (sweep)')
+    ap.add_argument('mode', choices=['fold', 'sweep', 'variant', 'plot']); ap.add_argument('name', nargs='?', default='', help='fold number (fold) or sweep entry name (sweep)')
     ap.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'))
     ap.add_argument('--note', default=''); ap.add_argument('--out', default='outputs/ner_bench')
-    ap.add_argument('--result', default=str(RESULT))
+    ap.add_argument('--result', default=str(RESULT)); ap.add_argument('--fold', type=int, default=0, help='variant: the fold to run')
     a = ap.parse_args(argv)
     os.environ.setdefault('RECSYS_NB_PROGRESS', '0')
     from recsys_nb.core import save_json, load_json
@@ -104,7 +106,8 @@ def main(argv=None):
         print('wrote', plot(Path(a.result))); return
     overrides = dict(a.param)
     if a.mode == 'fold' and overrides: raise SystemExit('fold mode runs the notebook defaults (the recipe): no -p overrides')
-    fold = int(a.name) if a.mode == 'fold' else 0
+    if a.mode == 'variant' and not overrides: raise SystemExit('variant mode needs -p overrides (without them it is the recipe: use fold)')
+    fold = int(a.name) if a.mode == 'fold' else a.fold if a.mode == 'variant' else 0
     rec, info = run(fold, overrides, a.out)
     rec['command'] = 'flock /tmp/recsys_cpu.lock python benchmarks/ner_cv_bench.py ' + ' '.join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     rec['overrides'] = overrides; rec['git_commit'] = info.get('git_commit')
@@ -120,6 +123,14 @@ def main(argv=None):
         res['summary'] = _means(res['folds'])
         res['commands'] = [f'flock /tmp/recsys_cpu.lock python benchmarks/ner_cv_bench.py fold {k}' for k in range(4)]
         res['equivalent_runner_command'] = 'recsys-nb run ner --folds 0,1,2,3'
+    elif a.mode == 'variant':
+        v = res.setdefault('variants', {}).setdefault(a.name, {'overrides': overrides, 'folds': {}})
+        if v['overrides'] != overrides: raise SystemExit(f'variant {a.name} was recorded with {v["overrides"]}, not {overrides}: pick another name')
+        v['folds'][str(fold)] = rec; v['summary'] = _means(v['folds'])
+        both = sorted(set(v['folds']) & set(res.get('folds', {})))
+        gain = [v['folds'][k]['span_f1'] - res['folds'][k]['span_f1'] for k in both]
+        v['span_f1_gain_over_recipe'] = {'folds': dict(zip(both, gain)), 'mean': float(np.mean(gain)) if gain else None,
+                                         'min': min(gain) if gain else None}
     else:
         res.setdefault('sweep', {})[a.name] = rec
         res['sweep_table'] = sweep_table(res)

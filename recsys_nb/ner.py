@@ -577,6 +577,8 @@ class NerConfig:
     case_feature: bool = False       # word-shape embedding added to the input (see `word_shape`)
     viterbi: bool = False            # BIO-constrained Viterbi decoding instead of the per-word threshold rule
     keep_best: bool = True           # restore the epoch with the best evaluation span F1 (False: keep the last epoch)
+    loss_weighting: str = 'batch'    # 'token': every labelled token weighs the same whatever its length-bucketed batch holds
+                                     # (gradient = summed token loss / the mean labelled tokens of a batch); 'batch': each batch's mean
 
     def __post_init__(self):
         for k in ('epochs', 'batch_size', 'eval_batch_size', 'grad_accum', 'max_length'):
@@ -585,6 +587,7 @@ class NerConfig:
         if not 0 <= self.warmup_ratio <= 1: raise ValueError(f'warmup_ratio={self.warmup_ratio} must lie in [0, 1]')
         for k in ('head_lr', 'class_weight_power', 'focal_gamma'):
             if getattr(self, k) < 0: raise ValueError(f'{k}={getattr(self, k)} must be >= 0')
+        if self.loss_weighting not in ('token', 'batch'): raise ValueError(f"loss_weighting={self.loss_weighting!r}: expected 'token' or 'batch'")
 
 @dataclass
 class TrainResult:
@@ -668,6 +671,14 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
     sched = warmup_schedule(opt, total, int(round(cfg.warmup_ratio * total)), cfg.lr_scheduler, zero_start=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     weight = torch.tensor(class_weights(train_tags, labels, cfg.class_weight_power), device=dev) if cfg.class_weight_power else None
+    # 'token' weighting: the loss of a batch counts per labelled token against a fixed norm, the mean labelled (class-weighted)
+    # tokens of a batch, so that a short window's tokens weigh no more than a long one's under length-bucketed batches
+    w_np = None if weight is None else weight.float().cpu().numpy()
+    def labelled(w):   # labelled tokens of a window, class-weighted as in `token_loss`
+        l = np.asarray(w.labels); l = l[l != -100]
+        return float(l.size) if w_np is None else float(w_np[l].sum())
+    k_win = np.array([labelled(w) for w in tr_w])
+    norm = float(k_win.sum()) / math.ceil(len(tr_w) / cfg.batch_size) if cfg.loss_weighting == 'token' else 0.0
     history, start, stop = [], 1, EarlyStopping(cfg.patience, keep=cfg.keep_best)
     kept_epoch, kept_probs = None, None   # the epoch whose evaluation is reported: the best (keep_best) or the last
     # the batch order of an epoch comes from seed + epoch; dropout draws from torch's generators, saved with the checkpoint
@@ -697,7 +708,7 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
                     loss = token_loss(net(batch['input_ids'], batch['attention_mask'], batch.get('shape_ids')), batch['labels'], weight, cfg.focal_gamma)
                 lab = batch['labels'][batch['labels'] != -100]
                 k = int(lab.numel()) if weight is None else float(weight[lab].sum())
-                mean, n = stepper.backward(loss, k, last=bi + 1 == len(batches))
+                mean, n = stepper.backward(loss, k, last=bi + 1 == len(batches), norm=norm)
                 loss_sum += mean * n; n_tok += n
                 n_sub += int(batch['attention_mask'].sum())
         probs, eval_loss = predict_windows(model, ev_w, n_words, cfg.eval_batch_size, dev, cfg.precision, pad)
