@@ -94,7 +94,7 @@ def plot(path:Path)->Path:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('mode', choices=['fold', 'sweep', 'variant', 'plot']); ap.add_argument('name', nargs='?', default='', help='fold number (fold) or sweep entry name (sweep)')
+    ap.add_argument('mode', choices=['fold', 'sweep', 'variant', 'plot']); ap.add_argument('name', nargs='?', default='', help='fold number (fold), or the entry name (sweep, variant)')
     ap.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'))
     ap.add_argument('--note', default=''); ap.add_argument('--out', default='outputs/ner_bench')
     ap.add_argument('--result', default=str(RESULT)); ap.add_argument('--fold', type=int, default=0, help='variant: the fold to run')

@@ -671,8 +671,8 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
     sched = warmup_schedule(opt, total, int(round(cfg.warmup_ratio * total)), cfg.lr_scheduler, zero_start=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     weight = torch.tensor(class_weights(train_tags, labels, cfg.class_weight_power), device=dev) if cfg.class_weight_power else None
-    # 'token' weighting: the loss of a batch counts per labelled token against a fixed norm, the mean labelled (class-weighted)
-    # tokens of a batch, so that a short window's tokens weigh no more than a long one's under length-bucketed batches
+    # labelled (class-weighted) tokens of every window: a batch's count for the loss mean, and for 'token' weighting the fixed
+    # norm (their mean per batch), so that a short window's tokens weigh no more than a long one's under length-bucketed batches
     w_np = None if weight is None else weight.float().cpu().numpy()
     def labelled(w):   # labelled tokens of a window, class-weighted as in `token_loss`
         l = np.asarray(w.labels); l = l[l != -100]
@@ -703,12 +703,11 @@ def train_ner(model, tokenizer, # model from `build_model`, its tokenizer
         loss_sum, n_tok, n_sub = 0.0, 0, 0
         with Timer(dev) as tm:
             for bi, idx in enumerate(batch_progress(batches, f'epoch {epoch}', verbose)):
-                batch = {k: v.to(dev) for k, v in collate([tr_w[i] for i in shard(idx)], pad).items()}
+                mine = shard(idx)
+                batch = {k: v.to(dev) for k, v in collate([tr_w[i] for i in mine], pad).items()}
                 with stepper.autocast():
                     loss = token_loss(net(batch['input_ids'], batch['attention_mask'], batch.get('shape_ids')), batch['labels'], weight, cfg.focal_gamma)
-                lab = batch['labels'][batch['labels'] != -100]
-                k = int(lab.numel()) if weight is None else float(weight[lab].sum())
-                mean, n = stepper.backward(loss, k, last=bi + 1 == len(batches), norm=norm)
+                mean, n = stepper.backward(loss, float(k_win[mine].sum()), last=bi + 1 == len(batches), norm=norm)
                 loss_sum += mean * n; n_tok += n
                 n_sub += int(batch['attention_mask'].sum())
         probs, eval_loss = predict_windows(model, ev_w, n_words, cfg.eval_batch_size, dev, cfg.precision, pad)
